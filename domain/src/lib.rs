@@ -1,0 +1,37 @@
+//! Herald's domain: what a build, a project, a subscription and a notification *are*, and which facts
+//! (events) each of them records.
+//!
+//! This crate is pure. It knows nothing of Postgres, Kafka, HTTP or Telegram, and it never spawns a task or
+//! reads a clock on its own: time comes in on commands, and the one outside fact an aggregate needs (the previous
+//! outcome of a workflow on a branch) comes through the [`BuildHistory`] service trait.
+//!
+//! Every event is serialized as JSON with an explicit `event_type` and `event_version` (see
+//! [`cqrs_es::DomainEvent`]); the JSON shape of a published version never changes. A new shape is a new version
+//! with an upcaster, so that the log written years ago stays readable.
+
+mod build;
+mod build_run;
+mod notification;
+mod project;
+mod stored_event;
+mod subscription;
+mod values;
+
+pub use build::{BuildEvent, BuildScope, JobReport, RunInfo};
+pub use build_run::{
+    BuildHistory, BuildRun, BuildRunCommand, BuildRunError, BuildRunEvent, NoHistory, PreviousRun, Verdict,
+};
+pub use notification::{
+    Channel, Notification, NotificationCommand, NotificationError, NotificationEvent, SendFailure,
+    Settled,
+};
+pub use project::{Project, ProjectCommand, ProjectError, ProjectEvent};
+pub use stored_event::StoredEvent;
+pub use subscription::{Subscription, SubscriptionCommand, SubscriptionError, SubscriptionEvent};
+pub use values::{
+    BuildStatus, ChatId, InvalidValue, Outcome, OutcomeFilter, ProjectName, Transition,
+};
+
+/// Version written on every event Herald emits today. A change to an event's JSON shape bumps it and ships an
+/// upcaster for the older version.
+pub const EVENT_VERSION: &str = "1.0";

@@ -1,0 +1,514 @@
+//! The `Notification` aggregate: one decision to tell (or not tell) one subscriber about one build verdict,
+//! and every attempt to deliver it.
+//!
+//! Its id is derived from the verdict and the subscription, so a planner that sees the same verdict twice
+//! commands the same aggregate and records nothing new. An attempt is recorded as started *before* the provider
+//! is called; a started attempt without an outcome means Herald cannot know whether the message went out, so it is
+//! never retried automatically (that would risk a double send) but dead-lettered for an operator to decide.
+
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::values::ChatId;
+use crate::EVENT_VERSION;
+
+/// Where a notification goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "snake_case")]
+pub enum Channel {
+    Telegram { chat_id: ChatId },
+}
+
+/// What a provider said when it did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendFailure {
+    /// The provider's error code (for Telegram, `error_code`; HTTP status otherwise), if it answered.
+    pub code: Option<i64>,
+    pub description: String,
+    /// Whether trying again later can succeed (429, 5xx, timeouts) or not (blocked, chat not found).
+    pub retryable: bool,
+    /// The provider's own wait, in seconds (Telegram's `parameters.retry_after`).
+    pub retry_after_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotificationCommand {
+    Plan {
+        notification_id: Uuid,
+        build_run_id: String,
+        project_id: Uuid,
+        subscription_id: Uuid,
+        channel: Channel,
+        text: String,
+        at: DateTime<Utc>,
+    },
+    Suppress {
+        notification_id: Uuid,
+        build_run_id: String,
+        project_id: Uuid,
+        subscription_id: Uuid,
+        /// Machine-readable: `outcome_not_subscribed`, ...
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    StartAttempt {
+        at: DateTime<Utc>,
+    },
+    RecordDelivered {
+        attempt: u32,
+        provider_message_id: Option<String>,
+        at: DateTime<Utc>,
+    },
+    RecordFailure {
+        attempt: u32,
+        failure: SendFailure,
+        max_attempts: u32,
+        at: DateTime<Utc>,
+    },
+    /// Stop trying: the outcome of an attempt is unknown, or an operator said so.
+    GiveUp {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NotificationEvent {
+    NotificationPlanned {
+        notification_id: Uuid,
+        build_run_id: String,
+        project_id: Uuid,
+        subscription_id: Uuid,
+        channel: Channel,
+        text: String,
+        planned_at: DateTime<Utc>,
+    },
+    NotificationSuppressed {
+        notification_id: Uuid,
+        build_run_id: String,
+        project_id: Uuid,
+        subscription_id: Uuid,
+        reason: String,
+        suppressed_at: DateTime<Utc>,
+    },
+    AttemptStarted {
+        attempt: u32,
+        started_at: DateTime<Utc>,
+    },
+    Delivered {
+        attempt: u32,
+        provider_message_id: Option<String>,
+        delivered_at: DateTime<Utc>,
+    },
+    AttemptFailed {
+        attempt: u32,
+        failure: SendFailure,
+        failed_at: DateTime<Utc>,
+        /// When to try again; `None` when this failure ends the notification.
+        retry_at: Option<DateTime<Utc>>,
+    },
+    DeadLettered {
+        attempts: u32,
+        reason: String,
+        dead_lettered_at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for NotificationEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::NotificationPlanned { .. } => "NotificationPlanned",
+            Self::NotificationSuppressed { .. } => "NotificationSuppressed",
+            Self::AttemptStarted { .. } => "AttemptStarted",
+            Self::Delivered { .. } => "Delivered",
+            Self::AttemptFailed { .. } => "AttemptFailed",
+            Self::DeadLettered { .. } => "DeadLettered",
+        }
+        .to_owned()
+    }
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotificationError {
+    #[error("notification not planned")]
+    NotPlanned,
+    #[error("notification already finished")]
+    Finished,
+    #[error("attempt {0} is still in flight")]
+    AttemptInFlight(u32),
+    #[error("no attempt {0} in flight")]
+    NoSuchAttempt(u32),
+}
+
+/// Where a notification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settled {
+    Suppressed,
+    Delivered,
+    DeadLettered,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub notification_id: Option<Uuid>,
+    pub channel: Option<Channel>,
+    pub text: String,
+    pub attempts: u32,
+    pub in_flight: Option<u32>,
+    pub settled: Option<Settled>,
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+impl Notification {
+    /// Exponential backoff from 2 s, doubling, capped at 10 minutes; a provider's `retry_after` wins when longer.
+    pub fn retry_delay(attempt: u32, retry_after_secs: Option<u64>) -> Duration {
+        let backoff = 2_i64.saturating_pow(attempt.min(20)).min(600);
+        let provider = retry_after_secs.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        Duration::seconds(backoff.max(provider))
+    }
+
+    fn require_open(&self) -> Result<(), NotificationError> {
+        match (self.notification_id, self.settled) {
+            (None, _) => Err(NotificationError::NotPlanned),
+            (_, Some(Settled::Suppressed)) if self.channel.is_none() => {
+                Err(NotificationError::NotPlanned)
+            }
+            (_, Some(_)) => Err(NotificationError::Finished),
+            _ => Ok(()),
+        }
+    }
+
+    fn require_in_flight(&self, attempt: u32) -> Result<(), NotificationError> {
+        self.require_open()?;
+        if self.in_flight != Some(attempt) {
+            return Err(NotificationError::NoSuchAttempt(attempt));
+        }
+        Ok(())
+    }
+}
+
+impl Aggregate for Notification {
+    const TYPE: &'static str = "Notification";
+    type Command = NotificationCommand;
+    type Event = NotificationEvent;
+    type Error = NotificationError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let events = match command {
+            NotificationCommand::Plan {
+                notification_id,
+                build_run_id,
+                project_id,
+                subscription_id,
+                channel,
+                text,
+                at,
+            } => {
+                if self.notification_id.is_some() {
+                    return Ok(());
+                }
+                vec![NotificationEvent::NotificationPlanned {
+                    notification_id,
+                    build_run_id,
+                    project_id,
+                    subscription_id,
+                    channel,
+                    text,
+                    planned_at: at,
+                }]
+            }
+            NotificationCommand::Suppress {
+                notification_id,
+                build_run_id,
+                project_id,
+                subscription_id,
+                reason,
+                at,
+            } => {
+                if self.notification_id.is_some() {
+                    return Ok(());
+                }
+                vec![NotificationEvent::NotificationSuppressed {
+                    notification_id,
+                    build_run_id,
+                    project_id,
+                    subscription_id,
+                    reason,
+                    suppressed_at: at,
+                }]
+            }
+            NotificationCommand::StartAttempt { at } => {
+                self.require_open()?;
+                if let Some(attempt) = self.in_flight {
+                    return Err(NotificationError::AttemptInFlight(attempt));
+                }
+                vec![NotificationEvent::AttemptStarted {
+                    attempt: self.attempts + 1,
+                    started_at: at,
+                }]
+            }
+            NotificationCommand::RecordDelivered {
+                attempt,
+                provider_message_id,
+                at,
+            } => {
+                self.require_in_flight(attempt)?;
+                vec![NotificationEvent::Delivered {
+                    attempt,
+                    provider_message_id,
+                    delivered_at: at,
+                }]
+            }
+            NotificationCommand::RecordFailure {
+                attempt,
+                failure,
+                max_attempts,
+                at,
+            } => {
+                self.require_in_flight(attempt)?;
+                let give_up = !failure.retryable || attempt >= max_attempts;
+                let retry_at = (!give_up)
+                    .then(|| at + Self::retry_delay(attempt, failure.retry_after_secs));
+                let reason = if failure.retryable {
+                    format!("gave up after {attempt} attempts: {}", failure.description)
+                } else {
+                    format!("permanent failure: {}", failure.description)
+                };
+                let mut events = vec![NotificationEvent::AttemptFailed {
+                    attempt,
+                    failure,
+                    failed_at: at,
+                    retry_at,
+                }];
+                if give_up {
+                    events.push(NotificationEvent::DeadLettered {
+                        attempts: attempt,
+                        reason,
+                        dead_lettered_at: at,
+                    });
+                }
+                events
+            }
+            NotificationCommand::GiveUp { reason, at } => {
+                self.require_open()?;
+                vec![NotificationEvent::DeadLettered {
+                    attempts: self.attempts,
+                    reason,
+                    dead_lettered_at: at,
+                }]
+            }
+        };
+        for event in events {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            NotificationEvent::NotificationPlanned {
+                notification_id,
+                channel,
+                text,
+                planned_at,
+                ..
+            } => {
+                self.notification_id = Some(notification_id);
+                self.channel = Some(channel);
+                self.text = text;
+                self.retry_at = Some(planned_at);
+            }
+            NotificationEvent::NotificationSuppressed {
+                notification_id, ..
+            } => {
+                self.notification_id = Some(notification_id);
+                self.settled = Some(Settled::Suppressed);
+            }
+            NotificationEvent::AttemptStarted { attempt, .. } => {
+                self.attempts = attempt;
+                self.in_flight = Some(attempt);
+            }
+            NotificationEvent::Delivered { .. } => {
+                self.in_flight = None;
+                self.settled = Some(Settled::Delivered);
+            }
+            NotificationEvent::AttemptFailed { retry_at, .. } => {
+                self.in_flight = None;
+                self.retry_at = retry_at;
+            }
+            NotificationEvent::DeadLettered { .. } => {
+                self.in_flight = None;
+                self.retry_at = None;
+                self.settled = Some(Settled::DeadLettered);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    type Given = TestFramework<Notification>;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    fn planned() -> NotificationEvent {
+        NotificationEvent::NotificationPlanned {
+            notification_id: Uuid::nil(),
+            build_run_id: "b".into(),
+            project_id: Uuid::nil(),
+            subscription_id: Uuid::nil(),
+            channel: Channel::Telegram {
+                chat_id: ChatId::parse(1).unwrap(),
+            },
+            text: "hi".into(),
+            planned_at: at(),
+        }
+    }
+
+    fn started(attempt: u32) -> NotificationEvent {
+        NotificationEvent::AttemptStarted {
+            attempt,
+            started_at: at(),
+        }
+    }
+
+    fn failure(retryable: bool, retry_after_secs: Option<u64>) -> SendFailure {
+        SendFailure {
+            code: Some(429),
+            description: "Too Many Requests".into(),
+            retryable,
+            retry_after_secs,
+        }
+    }
+
+    #[test]
+    fn a_second_attempt_cannot_start_while_one_is_in_flight() {
+        Given::with(())
+            .given(vec![planned(), started(1)])
+            .when(NotificationCommand::StartAttempt { at: at() })
+            .then_expect_error(NotificationError::AttemptInFlight(1));
+    }
+
+    #[test]
+    fn a_delivered_notification_takes_no_more_attempts() {
+        Given::with(())
+            .given(vec![
+                planned(),
+                started(1),
+                NotificationEvent::Delivered {
+                    attempt: 1,
+                    provider_message_id: Some("7".into()),
+                    delivered_at: at(),
+                },
+            ])
+            .when(NotificationCommand::StartAttempt { at: at() })
+            .then_expect_error(NotificationError::Finished);
+    }
+
+    #[test]
+    fn a_rate_limited_attempt_waits_for_the_providers_retry_after() {
+        Given::with(())
+            .given(vec![planned(), started(1)])
+            .when(NotificationCommand::RecordFailure {
+                attempt: 1,
+                failure: failure(true, Some(30)),
+                max_attempts: 5,
+                at: at(),
+            })
+            .then_expect_events(vec![NotificationEvent::AttemptFailed {
+                attempt: 1,
+                failure: failure(true, Some(30)),
+                failed_at: at(),
+                retry_at: Some(at() + Duration::seconds(30)),
+            }]);
+    }
+
+    #[test]
+    fn a_permanent_failure_dead_letters_at_once() {
+        let events = Given::with(())
+            .given(vec![planned(), started(1)])
+            .when(NotificationCommand::RecordFailure {
+                attempt: 1,
+                failure: failure(false, None),
+                max_attempts: 5,
+                at: at(),
+            })
+            .inspect_result()
+            .unwrap();
+        assert!(matches!(events[1], NotificationEvent::DeadLettered { attempts: 1, .. }));
+    }
+
+    #[test]
+    fn the_last_allowed_attempt_dead_letters() {
+        let events = Given::with(())
+            .given(vec![planned(), started(1)])
+            .when(NotificationCommand::RecordFailure {
+                attempt: 1,
+                failure: failure(true, None),
+                max_attempts: 1,
+                at: at(),
+            })
+            .inspect_result()
+            .unwrap();
+        assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn planning_twice_records_once() {
+        Given::with(())
+            .given(vec![planned()])
+            .when(NotificationCommand::Plan {
+                notification_id: Uuid::nil(),
+                build_run_id: "b".into(),
+                project_id: Uuid::nil(),
+                subscription_id: Uuid::nil(),
+                channel: Channel::Telegram {
+                    chat_id: ChatId::parse(1).unwrap(),
+                },
+                text: "hi".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_suppressed_notification_cannot_be_attempted() {
+        Given::with(())
+            .given(vec![NotificationEvent::NotificationSuppressed {
+                notification_id: Uuid::nil(),
+                build_run_id: "b".into(),
+                project_id: Uuid::nil(),
+                subscription_id: Uuid::nil(),
+                reason: "outcome_not_subscribed".into(),
+                suppressed_at: at(),
+            }])
+            .when(NotificationCommand::StartAttempt { at: at() })
+            .then_expect_error(NotificationError::NotPlanned);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(Notification::retry_delay(1, None), Duration::seconds(2));
+        assert_eq!(Notification::retry_delay(3, None), Duration::seconds(8));
+        assert_eq!(Notification::retry_delay(30, None), Duration::seconds(600));
+        assert_eq!(Notification::retry_delay(1, Some(45)), Duration::seconds(45));
+    }
+}

@@ -1,0 +1,28 @@
+//! An event as it sits in the log and travels on the stream: the postgres-es row plus Herald's global order.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One committed event, as the relay publishes it and every consumer receives it.
+///
+/// `global_seq` is Herald's total order over the log (postgres-es has none); `sequence` is the aggregate's own
+/// order, which consumers use as their idempotency checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub global_seq: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    /// Decode the payload as the aggregate's event enum (postgres-es stores it externally tagged).
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
+        serde_json::from_value(self.payload.clone())
+    }
+}
