@@ -1,1 +1,19 @@
-//! placeholder
+//! Herald's write side: the cqrs-es framework over postgres-es, the command services that the HTTP edge and the
+//! workers call, and the webhook normalizers that turn a provider's payload into a [`domain::BuildEvent`].
+//!
+//! Everything that changes state goes through here and ends as events in the log; this crate never writes a
+//! read model.
+
+mod error;
+mod executor;
+pub mod github;
+mod history;
+mod migrate;
+mod secrets;
+mod service;
+pub mod signature;
+
+pub use error::CommandError;
+pub use executor::Executor;
+pub use migrate::{migrate, MIGRATOR};
+pub use service::{Commands, Metadata, RecordedBuild};

@@ -1,0 +1,85 @@
+//! Runs commands against one aggregate type: load, decide, commit, and retry on an optimistic-concurrency
+//! conflict.
+//!
+//! Herald uses cqrs-es's `PersistedEventStore` directly rather than `CqrsFramework::execute`, because the
+//! framework's `execute` neither retries `AggregateConflict` nor returns the events it committed, and Herald needs
+//! both: concurrent webhooks for one run are normal, and the caller must know whether anything new was recorded
+//! (a redelivered webhook records nothing). Framework queries are not used at all (see DESIGN.md): read models are
+//! built from the stream.
+
+use std::collections::HashMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+
+use crate::CommandError;
+
+/// How often a command is re-run against fresh state when another writer got there first.
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+pub struct Executor<A: Aggregate> {
+    store: PersistedEventStore<PostgresEventRepository, A>,
+    services: A::Services,
+}
+
+impl<A> Executor<A>
+where
+    A: Aggregate,
+    A::Command: Clone,
+    CommandError: From<A::Error>,
+{
+    pub fn new(pool: PgPool, services: A::Services) -> Self {
+        let repo = PostgresEventRepository::new(pool);
+        Self {
+            store: PersistedEventStore::new_event_store(repo),
+            services,
+        }
+    }
+
+    /// Execute `command` on the aggregate `id`; returns the events committed (none when the command changed
+    /// nothing).
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let mut context = self
+                .store
+                .load_aggregate(id)
+                .await
+                .map_err(|e| CommandError::from_aggregate(id, e))?;
+            let sink = EventSink::default();
+            context
+                .aggregate()
+                .handle(command.clone(), &self.services, &sink)
+                .await
+                .map_err(CommandError::from)?;
+            let events = sink.collect().await;
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            match self.store.commit(events, context, metadata.clone()).await {
+                Err(AggregateError::AggregateConflict) => {
+                    tracing::debug!(aggregate = A::TYPE, id, "conflict, retrying command");
+                }
+                other => return other.map_err(|e| CommandError::from_aggregate(id, e)),
+            }
+        }
+        Err(CommandError::Conflict(id.to_owned()))
+    }
+
+    /// The aggregate's current state, rebuilt from its events.
+    pub async fn load(&self, id: &str) -> Result<A, CommandError> {
+        let mut context = self
+            .store
+            .load_aggregate(id)
+            .await
+            .map_err(|e| CommandError::from_aggregate(id, e))?;
+        Ok(std::mem::take(context.aggregate()))
+    }
+}

@@ -1,0 +1,230 @@
+//! The command services: the only door to the write side, used by the HTTP edge and the workers alike.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use cqrs_es::DomainEvent;
+use domain::{
+    BuildEvent, BuildHistory, BuildRun, BuildRunCommand, ChatId, Notification, OutcomeFilter,
+    Project, ProjectCommand, ProjectError, ProjectName, Subscription, SubscriptionCommand,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::history::PgBuildHistory;
+use crate::{secrets, CommandError, Executor};
+
+/// Who or what caused a command (delivery id, user agent, ...), stored as the events' metadata.
+pub type Metadata = HashMap<String, String>;
+
+/// What recording a build webhook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedBuild {
+    pub build_run_id: String,
+    /// Types of the events committed; empty when the delivery changed nothing (seen before, or stale).
+    pub events: Vec<String>,
+}
+
+pub struct Commands {
+    pool: PgPool,
+    projects: Executor<Project>,
+    builds: Executor<BuildRun>,
+    subscriptions: Executor<Subscription>,
+    notifications: Executor<Notification>,
+}
+
+impl Commands {
+    pub fn new(pool: PgPool) -> Self {
+        let history: Arc<dyn BuildHistory> = Arc::new(PgBuildHistory::new(pool.clone()));
+        Self {
+            projects: Executor::new(pool.clone(), ()),
+            builds: Executor::new(pool.clone(), history),
+            subscriptions: Executor::new(pool.clone(), ()),
+            notifications: Executor::new(pool.clone(), ()),
+            pool,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Create a project; returns its id and its webhook secret (shown once to the caller).
+    pub async fn create_project(
+        &self,
+        name: ProjectName,
+        metadata: &Metadata,
+    ) -> Result<(Uuid, String), CommandError> {
+        let project_id = Uuid::new_v4();
+        let secret = secrets::generate();
+        // The secret row is written first: if the command then fails, an unused secret row is harmless, while
+        // a project without its secret could never verify a webhook.
+        secrets::store(&self.pool, project_id, 1, &secret).await?;
+        let command = ProjectCommand::Create {
+            project_id,
+            name,
+            secret_fingerprint: secrets::fingerprint(&secret),
+            at: Utc::now(),
+        };
+        self.projects
+            .execute(&project_id.to_string(), command, metadata)
+            .await?;
+        Ok((project_id, secret))
+    }
+
+    pub async fn rename_project(
+        &self,
+        project_id: Uuid,
+        name: ProjectName,
+        metadata: &Metadata,
+    ) -> Result<(), CommandError> {
+        let command = ProjectCommand::Rename {
+            name,
+            at: Utc::now(),
+        };
+        self.projects
+            .execute(&project_id.to_string(), command, metadata)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn archive_project(
+        &self,
+        project_id: Uuid,
+        metadata: &Metadata,
+    ) -> Result<(), CommandError> {
+        let command = ProjectCommand::Archive { at: Utc::now() };
+        self.projects
+            .execute(&project_id.to_string(), command, metadata)
+            .await?;
+        Ok(())
+    }
+
+    /// Replace the webhook secret; returns the new one.
+    pub async fn rotate_secret(
+        &self,
+        project_id: Uuid,
+        metadata: &Metadata,
+    ) -> Result<String, CommandError> {
+        let project = self.active_project(project_id).await?;
+        let version = project.secret_version + 1;
+        let secret = secrets::generate();
+        secrets::store(&self.pool, project_id, version, &secret).await?;
+        let command = ProjectCommand::RotateSecret {
+            secret_version: version,
+            secret_fingerprint: secrets::fingerprint(&secret),
+            at: Utc::now(),
+        };
+        self.projects
+            .execute(&project_id.to_string(), command, metadata)
+            .await?;
+        Ok(secret)
+    }
+
+    /// The project as its events say it is now.
+    pub async fn project(&self, project_id: Uuid) -> Result<Project, CommandError> {
+        self.projects.load(&project_id.to_string()).await
+    }
+
+    /// The project, if it exists and is not archived.
+    pub async fn active_project(&self, project_id: Uuid) -> Result<Project, CommandError> {
+        let project = self.project(project_id).await?;
+        if !project.exists() {
+            return Err(ProjectError::NotFound.into());
+        }
+        if project.archived {
+            return Err(ProjectError::Archived.into());
+        }
+        Ok(project)
+    }
+
+    /// The secret webhooks for this project must be signed with.
+    pub async fn webhook_secret(&self, project: &Project) -> Result<String, CommandError> {
+        let project_id = project.project_id.ok_or(ProjectError::NotFound)?;
+        secrets::load(&self.pool, project_id, project.secret_version)
+            .await?
+            .ok_or_else(|| CommandError::Store(format!("no secret stored for project {project_id}")))
+    }
+
+    pub async fn record_ping(
+        &self,
+        project_id: Uuid,
+        delivery_id: String,
+        hook_id: Option<i64>,
+        metadata: &Metadata,
+    ) -> Result<bool, CommandError> {
+        let command = ProjectCommand::RecordPing {
+            delivery_id,
+            hook_id,
+            at: Utc::now(),
+        };
+        let events = self
+            .projects
+            .execute(&project_id.to_string(), command, metadata)
+            .await?;
+        Ok(!events.is_empty())
+    }
+
+    /// Record one normalized build webhook on its `BuildRun`.
+    pub async fn record_build(
+        &self,
+        event: BuildEvent,
+        delivery_id: String,
+        metadata: &Metadata,
+    ) -> Result<RecordedBuild, CommandError> {
+        let build_run_id = event.run.build_run_id();
+        let events = self
+            .builds
+            .execute(
+                &build_run_id,
+                BuildRunCommand::Record { event, delivery_id },
+                metadata,
+            )
+            .await?;
+        Ok(RecordedBuild {
+            build_run_id,
+            events: events.iter().map(|e| e.payload.event_type()).collect(),
+        })
+    }
+
+    /// Subscribe a Telegram chat to a project's finished builds.
+    pub async fn subscribe(
+        &self,
+        project_id: Uuid,
+        chat_id: ChatId,
+        outcomes: Vec<OutcomeFilter>,
+        metadata: &Metadata,
+    ) -> Result<Uuid, CommandError> {
+        self.active_project(project_id).await?;
+        let subscription_id = Uuid::new_v4();
+        let command = SubscriptionCommand::Subscribe {
+            subscription_id,
+            project_id,
+            chat_id,
+            outcomes,
+            at: Utc::now(),
+        };
+        self.subscriptions
+            .execute(&subscription_id.to_string(), command, metadata)
+            .await?;
+        Ok(subscription_id)
+    }
+
+    pub async fn unsubscribe(
+        &self,
+        subscription_id: Uuid,
+        metadata: &Metadata,
+    ) -> Result<(), CommandError> {
+        let command = SubscriptionCommand::Unsubscribe { at: Utc::now() };
+        self.subscriptions
+            .execute(&subscription_id.to_string(), command, metadata)
+            .await?;
+        Ok(())
+    }
+
+    /// Notifications are commanded by the planner and the delivery workers.
+    pub fn notifications(&self) -> &Executor<Notification> {
+        &self.notifications
+    }
+}
