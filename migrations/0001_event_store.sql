@@ -48,6 +48,8 @@ CREATE FUNCTION herald_enqueue_outbox() RETURNS trigger
 $$
 BEGIN
     INSERT INTO outbox (global_seq) VALUES (NEW.global_seq);
+    -- Wake the relay at commit; Postgres folds identical notifications of one transaction into one.
+    PERFORM pg_notify('herald_outbox', '');
     RETURN NEW;
 END
 $$;

@@ -248,6 +248,18 @@ pub enum OutcomeFilter {
 }
 
 impl OutcomeFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Broken => "broken",
+            Self::Fixed => "fixed",
+            Self::StillFailing => "still_failing",
+        }
+    }
+
     pub fn matches(self, outcome: Outcome, transition: Transition) -> bool {
         match self {
             Self::All => true,

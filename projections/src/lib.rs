@@ -1,1 +1,121 @@
-//! placeholder
+//! Herald's read models: the tables dashboards and the planner read, the idempotent handlers that keep them
+//! from the event stream, and the queries over them.
+//!
+//! A read model is never a source of truth: every table here can be dropped and rebuilt from the log. Each
+//! handler runs in one transaction with its checkpoint (the last aggregate sequence it applied), so applying an
+//! event twice, or out of a replay, leaves the same rows.
+
+mod builds;
+mod checkpoint;
+mod notifications;
+mod projects;
+pub mod queries;
+mod subscriptions;
+
+use async_trait::async_trait;
+use domain::StoredEvent;
+use sqlx::{PgConnection, PgPool};
+
+pub use builds::BuildRunsProjection;
+pub use notifications::NotificationsProjection;
+pub use projects::ProjectsProjection;
+pub use subscriptions::SubscriptionsProjection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The payload does not decode as the event its type says: a bug or a missing upcaster, never transient.
+    #[error("event {aggregate_type}/{aggregate_id}#{sequence} does not decode: {source}")]
+    Decode {
+        aggregate_type: String,
+        aggregate_id: String,
+        sequence: i64,
+        source: serde_json::Error,
+    },
+}
+
+impl ProjectionError {
+    /// Worth retrying: the database may come back; a payload that does not decode will not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Database(_))
+    }
+}
+
+pub(crate) fn decode<E: serde::de::DeserializeOwned>(
+    event: &StoredEvent,
+) -> Result<E, ProjectionError> {
+    event.decode().map_err(|source| ProjectionError::Decode {
+        aggregate_type: event.aggregate_type.clone(),
+        aggregate_id: event.aggregate_id.clone(),
+        sequence: event.sequence,
+        source,
+    })
+}
+
+/// One read model: which aggregates it listens to and how it applies one of their events.
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// Stable name, used as the checkpoint key.
+    fn name(&self) -> &'static str;
+    fn wants(&self, aggregate_type: &str) -> bool;
+    /// Apply one event inside the caller's transaction. Called at most once per (aggregate, sequence).
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// What applying an event did, per projection that wanted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    pub applied: usize,
+    /// Already applied before (a redelivery): nothing changed.
+    pub skipped: usize,
+}
+
+/// Applies events to a set of projections, each idempotently, each in its own transaction with its checkpoint.
+pub struct Projector {
+    pool: PgPool,
+    projections: Vec<Box<dyn Projection>>,
+}
+
+impl Projector {
+    pub fn new(pool: PgPool, projections: Vec<Box<dyn Projection>>) -> Self {
+        Self { pool, projections }
+    }
+
+    /// Every read model Herald has.
+    pub fn all(pool: PgPool) -> Self {
+        Self::new(
+            pool,
+            vec![
+                Box::new(ProjectsProjection),
+                Box::new(BuildRunsProjection),
+                Box::new(SubscriptionsProjection),
+                Box::new(NotificationsProjection),
+            ],
+        )
+    }
+
+    pub async fn handle(&self, event: &StoredEvent) -> Result<Applied, ProjectionError> {
+        let mut result = Applied::default();
+        for projection in &self.projections {
+            if !projection.wants(&event.aggregate_type) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            let last = checkpoint::lock(&mut tx, projection.name(), event).await?;
+            if last.is_some_and(|last| event.sequence <= last) {
+                result.skipped += 1;
+                continue;
+            }
+            projection.apply(&mut tx, event).await?;
+            checkpoint::advance(&mut tx, projection.name(), event).await?;
+            tx.commit().await?;
+            result.applied += 1;
+        }
+        Ok(result)
+    }
+}

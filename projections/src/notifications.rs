@@ -1,0 +1,101 @@
+//! `notifications`: where each notification stands, for operators and tests. The trail itself is the log.
+
+use async_trait::async_trait;
+use domain::{Channel, NotificationEvent, StoredEvent};
+use sqlx::PgConnection;
+
+use crate::{decode, Projection, ProjectionError};
+
+pub struct NotificationsProjection;
+
+#[async_trait]
+impl Projection for NotificationsProjection {
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn wants(&self, aggregate_type: &str) -> bool {
+        aggregate_type == "Notification"
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+        let id = event.aggregate_id.as_str();
+        let at = event.recorded_at;
+        let update = |sql: &'static str| sqlx::query(sql).bind(id).bind(at);
+        match decode::<NotificationEvent>(event)? {
+            NotificationEvent::NotificationPlanned {
+                notification_id,
+                build_run_id,
+                project_id,
+                subscription_id,
+                channel,
+                planned_at,
+                ..
+            } => {
+                let Channel::Telegram { .. } = channel;
+                sqlx::query(
+                    "INSERT INTO notifications (notification_id, build_run_id, project_id, subscription_id, channel,
+                                                status, next_attempt_at, planned_at, updated_at)
+                     VALUES ($1, $2, $3, $4, 'telegram', 'planned', $5, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(notification_id)
+                .bind(build_run_id)
+                .bind(project_id)
+                .bind(subscription_id)
+                .bind(planned_at)
+                .bind(at)
+                .execute(tx)
+                .await?;
+            }
+            NotificationEvent::NotificationSuppressed {
+                notification_id,
+                build_run_id,
+                project_id,
+                subscription_id,
+                reason,
+                suppressed_at,
+            } => {
+                sqlx::query(
+                    "INSERT INTO notifications (notification_id, build_run_id, project_id, subscription_id,
+                                                status, reason, planned_at, updated_at)
+                     VALUES ($1, $2, $3, $4, 'suppressed', $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(notification_id)
+                .bind(build_run_id)
+                .bind(project_id)
+                .bind(subscription_id)
+                .bind(reason)
+                .bind(suppressed_at)
+                .bind(at)
+                .execute(tx)
+                .await?;
+            }
+            NotificationEvent::AttemptStarted { attempt, .. } => {
+                update("UPDATE notifications SET status = 'sending', attempts = $3, updated_at = $2 WHERE notification_id::text = $1")
+                    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+                    .execute(tx)
+                    .await?;
+            }
+            NotificationEvent::Delivered { provider_message_id, .. } => {
+                update("UPDATE notifications SET status = 'delivered', provider_message_id = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
+                    .bind(provider_message_id)
+                    .execute(tx)
+                    .await?;
+            }
+            NotificationEvent::AttemptFailed { failure, retry_at, .. } => {
+                update("UPDATE notifications SET status = 'retrying', last_error = $3, next_attempt_at = $4, updated_at = $2 WHERE notification_id::text = $1")
+                    .bind(failure.description)
+                    .bind(retry_at)
+                    .execute(tx)
+                    .await?;
+            }
+            NotificationEvent::DeadLettered { reason, .. } => {
+                update("UPDATE notifications SET status = 'dead_lettered', reason = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
+                    .bind(reason)
+                    .execute(tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

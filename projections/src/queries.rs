@@ -1,0 +1,189 @@
+//! Reads over the read models. Nothing here touches the event log.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ProjectView {
+    pub project_id: Uuid,
+    pub name: String,
+    pub archived: bool,
+    pub secret_version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub builds_finished: i32,
+    pub builds_succeeded: i32,
+    pub builds_failed: i32,
+    pub builds_cancelled: i32,
+    pub last_build_at: Option<DateTime<Utc>>,
+    pub last_outcome: Option<String>,
+    pub last_transition: Option<String>,
+}
+
+impl ProjectView {
+    /// Passed over passed-or-failed; cancelled and skipped runs say nothing about health. `None` before any verdict.
+    pub fn success_rate(&self) -> Option<f64> {
+        let judged = self.builds_succeeded + self.builds_failed;
+        (judged > 0).then(|| f64::from(self.builds_succeeded) / f64::from(judged))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct BuildRunView {
+    pub build_run_id: String,
+    pub project_id: Uuid,
+    pub provider: String,
+    pub repository: String,
+    pub workflow: String,
+    pub branch: Option<String>,
+    pub run_id: i64,
+    pub run_number: Option<i64>,
+    pub attempt: i32,
+    pub commit_sha: Option<String>,
+    pub commit_message: Option<String>,
+    pub author: Option<String>,
+    pub url: Option<String>,
+    pub status: String,
+    pub outcome: Option<String>,
+    pub transition: Option<String>,
+    pub failure_streak: Option<i32>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub duration_secs: Option<i64>,
+    pub jobs: serde_json::Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SubscriptionView {
+    pub subscription_id: Uuid,
+    pub project_id: Uuid,
+    pub channel: String,
+    pub chat_id: i64,
+    pub outcomes: Vec<String>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub removed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct NotificationView {
+    pub notification_id: Uuid,
+    pub build_run_id: String,
+    pub project_id: Uuid,
+    pub subscription_id: Uuid,
+    pub channel: Option<String>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub attempts: i32,
+    pub provider_message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub planned_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page request: at most `limit` rows after skipping `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+pub async fn projects(
+    pool: &PgPool,
+    include_archived: bool,
+    page: Page,
+) -> Result<Vec<ProjectView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM projects WHERE $1 OR NOT archived ORDER BY created_at, project_id LIMIT $2 OFFSET $3",
+    )
+    .bind(include_archived)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn project(pool: &PgPool, project_id: Uuid) -> Result<Option<ProjectView>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM projects WHERE project_id = $1")
+        .bind(project_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The project's most recently changed builds first.
+pub async fn builds(
+    pool: &PgPool,
+    project_id: Uuid,
+    page: Page,
+) -> Result<Vec<BuildRunView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM build_runs WHERE project_id = $1
+          ORDER BY updated_at DESC, build_run_id LIMIT $2 OFFSET $3",
+    )
+    .bind(project_id)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn build(pool: &PgPool, build_run_id: &str) -> Result<Option<BuildRunView>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM build_runs WHERE build_run_id = $1")
+        .bind(build_run_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn subscriptions(
+    pool: &PgPool,
+    project_id: Option<Uuid>,
+    page: Page,
+) -> Result<Vec<SubscriptionView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM subscriptions WHERE active AND ($1::uuid IS NULL OR project_id = $1)
+          ORDER BY created_at, subscription_id LIMIT $2 OFFSET $3",
+    )
+    .bind(project_id)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn subscription(
+    pool: &PgPool,
+    subscription_id: Uuid,
+) -> Result<Option<SubscriptionView>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM subscriptions WHERE subscription_id = $1")
+        .bind(subscription_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Every active subscription of a project, for the planner.
+pub async fn active_subscriptions(
+    pool: &PgPool,
+    project_id: Uuid,
+) -> Result<Vec<SubscriptionView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM subscriptions WHERE active AND project_id = $1 ORDER BY subscription_id",
+    )
+    .bind(project_id)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn notifications_for_build(
+    pool: &PgPool,
+    build_run_id: &str,
+) -> Result<Vec<NotificationView>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM notifications WHERE build_run_id = $1 ORDER BY planned_at, notification_id")
+        .bind(build_run_id)
+        .fetch_all(pool)
+        .await
+}
