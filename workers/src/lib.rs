@@ -1,1 +1,24 @@
-//! placeholder
+//! Herald's workers: the outbox relay, the stream (Kafka or the in-process bus), and the consumers that hang
+//! off it: read-model projections, the notification planner and Telegram delivery.
+//!
+//! Every consumer is idempotent and the stream is at-least-once: an event may arrive twice (a relay that died
+//! between publishing and clearing its outbox rows, a consumer that died before committing its offset), and
+//! nothing here may do anything twice because of it.
+
+mod bus;
+mod consumer;
+mod delivery;
+mod kafka;
+mod planner;
+mod relay;
+mod telegram;
+mod template;
+
+pub use bus::InProcessBus;
+pub use consumer::{run_consumer, EventHandler, HandlerError, ProjectionHandler, Stream};
+pub use delivery::{DeliveryEnqueuer, DeliveryOutcome, DeliveryWorker};
+pub use kafka::{KafkaConfig, KafkaConsumer, KafkaPublisher};
+pub use planner::Planner;
+pub use relay::{Publisher, PublishError, Relay};
+pub use telegram::{TelegramClient, TelegramConfig};
+pub use template::MessageRenderer;

@@ -1,0 +1,122 @@
+//! The in-process bus: the stream when no Kafka is configured (all-in-one mode).
+//!
+//! It keeps Kafka's promise with none of its storage: [`Publisher::publish`] returns only after every consumer
+//! group has *handled* the batch, so the relay clears outbox rows only for events every consumer has seen. If the
+//! process dies first, the rows are still in the outbox and are published again at start (consumers are
+//! idempotent). Each group handles events one at a time, in publish order, so per-aggregate order holds.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use domain::StoredEvent;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{handle_with_retry, EventHandler};
+use crate::relay::{PublishError, Publisher};
+
+struct Batch {
+    events: Arc<Vec<StoredEvent>>,
+    done: oneshot::Sender<()>,
+}
+
+struct Group {
+    name: &'static str,
+    sender: mpsc::Sender<Batch>,
+    receiver: Option<mpsc::Receiver<Batch>>,
+}
+
+#[derive(Clone, Default)]
+pub struct InProcessBus {
+    groups: Arc<Mutex<Vec<Group>>>,
+}
+
+impl InProcessBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declare a consumer group before the relay starts, so no batch is published past it.
+    pub async fn register(&self, name: &'static str) {
+        let mut groups = self.groups.lock().await;
+        if groups.iter().any(|g| g.name == name) {
+            return;
+        }
+        let (sender, receiver) = mpsc::channel(1);
+        groups.push(Group {
+            name,
+            sender,
+            receiver: Some(receiver),
+        });
+    }
+
+    /// Handle every batch published to `handler`'s group until `shutdown`.
+    pub(crate) async fn consume(&self, handler: Arc<dyn EventHandler>, shutdown: CancellationToken) {
+        self.register(handler.group()).await;
+        let receiver = {
+            let mut groups = self.groups.lock().await;
+            groups
+                .iter_mut()
+                .find(|g| g.name == handler.group())
+                .and_then(|g| g.receiver.take())
+        };
+        let Some(mut receiver) = receiver else {
+            tracing::error!(group = handler.group(), "consumer group already has a consumer");
+            return;
+        };
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = receiver.recv() => match batch { Some(b) => b, None => break },
+            };
+            for event in batch.events.iter() {
+                if !handle_with_retry(handler.as_ref(), event, &shutdown).await {
+                    // Shut down mid-batch: not acknowledging leaves the batch in the outbox.
+                    break;
+                }
+            }
+            if !shutdown.is_cancelled() {
+                let _ = batch.done.send(());
+            }
+        }
+        // Let a later consumer of this group take over the same channel.
+        let mut groups = self.groups.lock().await;
+        if let Some(g) = groups.iter_mut().find(|g| g.name == handler.group()) {
+            g.receiver = Some(receiver);
+        }
+    }
+}
+
+#[async_trait]
+impl Publisher for InProcessBus {
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), PublishError> {
+        let senders: Vec<(&'static str, mpsc::Sender<Batch>)> = self
+            .groups
+            .lock()
+            .await
+            .iter()
+            .map(|g| (g.name, g.sender.clone()))
+            .collect();
+        if senders.is_empty() {
+            return Err(PublishError("no consumer is registered on the in-process bus".into()));
+        }
+        let events = Arc::new(events.to_vec());
+        let mut acks = Vec::with_capacity(senders.len());
+        for (name, sender) in senders {
+            let (done, ack) = oneshot::channel();
+            sender
+                .send(Batch {
+                    events: events.clone(),
+                    done,
+                })
+                .await
+                .map_err(|_| PublishError(format!("consumer group {name} is gone")))?;
+            acks.push((name, ack));
+        }
+        for (name, ack) in acks {
+            ack.await
+                .map_err(|_| PublishError(format!("consumer group {name} stopped before handling the batch")))?;
+        }
+        Ok(())
+    }
+}

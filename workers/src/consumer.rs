@@ -1,0 +1,168 @@
+//! Consumers: an [`EventHandler`] is the idempotent reaction to one event; [`run_consumer`] feeds it from the
+//! stream, retrying transient failures (the database is down) until they pass, so that an event is never
+//! skipped because of the weather, and skipping (with an error in the log) only what can never succeed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::StoredEvent;
+use projections::Projector;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::InProcessBus;
+use crate::kafka::{KafkaConfig, KafkaConsumer};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    pub transient: bool,
+    pub message: String,
+}
+
+impl HandlerError {
+    pub fn transient(message: impl ToString) -> Self {
+        Self {
+            transient: true,
+            message: message.to_string(),
+        }
+    }
+    pub fn permanent(message: impl ToString) -> Self {
+        Self {
+            transient: false,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::transient(e)
+    }
+}
+
+impl From<commands::CommandError> for HandlerError {
+    fn from(e: commands::CommandError) -> Self {
+        use commands::CommandError::*;
+        match e {
+            Database(_) | Store(_) | Conflict(_) => Self::transient(e),
+            other => Self::permanent(other),
+        }
+    }
+}
+
+/// The idempotent reaction of one consumer group to one event.
+#[async_trait]
+pub trait EventHandler: Send + Sync {
+    /// The consumer group: Kafka's `group.id` suffix, and the name in logs.
+    fn group(&self) -> &'static str;
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError>;
+}
+
+/// Applies events to every read model.
+pub struct ProjectionHandler(pub Projector);
+
+#[async_trait]
+impl EventHandler for ProjectionHandler {
+    fn group(&self) -> &'static str {
+        "projections"
+    }
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        self.0.handle(event).await.map(|_| ()).map_err(|e| HandlerError {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Handle one event, retrying transient failures with backoff until they pass or `shutdown`.
+/// Returns `false` only when shut down before the event was handled.
+pub(crate) async fn handle_with_retry(
+    handler: &dyn EventHandler,
+    event: &StoredEvent,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match handler.handle(event).await {
+            Ok(()) => return true,
+            Err(e) if e.transient => {
+                tracing::warn!(group = handler.group(), global_seq = event.global_seq, error = %e, "transient failure; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(
+                    group = handler.group(),
+                    global_seq = event.global_seq,
+                    aggregate_type = %event.aggregate_type,
+                    aggregate_id = %event.aggregate_id,
+                    sequence = event.sequence,
+                    error = %e,
+                    "event cannot be handled; skipped"
+                );
+                return true;
+            }
+        }
+    }
+}
+
+/// Where consumers read from.
+#[derive(Clone)]
+pub enum Stream {
+    Kafka(KafkaConfig),
+    InProcess(InProcessBus),
+}
+
+/// Feed `handler` from the stream until `shutdown`.
+pub async fn run_consumer(
+    stream: Stream,
+    handler: Arc<dyn EventHandler>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    match stream {
+        Stream::InProcess(bus) => {
+            bus.consume(handler, shutdown).await;
+            Ok(())
+        }
+        Stream::Kafka(config) => {
+            let consumer = KafkaConsumer::new(&config, handler.group()).map_err(|e| e.to_string())?;
+            consumer.run(handler, shutdown).await;
+            Ok(())
+        }
+    }
+}
+
+/// An `events` row joined from the outbox (or read for a rebuild).
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    global_seq: i64,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: serde_json::Value,
+    metadata: serde_json::Value,
+    recorded_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for StoredEvent {
+    fn from(r: EventRow) -> Self {
+        Self {
+            global_seq: r.global_seq,
+            aggregate_type: r.aggregate_type,
+            aggregate_id: r.aggregate_id,
+            sequence: r.sequence,
+            event_type: r.event_type,
+            event_version: r.event_version,
+            payload: r.payload,
+            metadata: r.metadata,
+            recorded_at: r.recorded_at,
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Delivery: the queue of notifications to send, and the worker that sends them through Telegram and records
+//! every attempt as events on the `Notification` aggregate.
+//!
+//! Exactly-once effects: an attempt is recorded as started before the provider is called, and the queue row is
+//! locked (`FOR UPDATE SKIP LOCKED`) for the whole attempt, so two workers never send the same notification. A
+//! worker that dies mid-attempt leaves a started attempt without an outcome; whoever picks the row up next cannot
+//! know whether Telegram got the message, so it dead-letters it (an operator may redrive it) instead of risking a
+//! second message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use commands::{CommandError, Commands, Metadata};
+use domain::{Channel, NotificationCommand, NotificationEvent, StoredEvent};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::consumer::{EventHandler, HandlerError};
+use crate::telegram::TelegramClient;
+
+/// Fills the delivery queue from `NotificationPlanned` events.
+pub struct DeliveryEnqueuer {
+    pool: PgPool,
+    wake: Arc<Notify>,
+}
+
+impl DeliveryEnqueuer {
+    pub fn new(pool: PgPool, wake: Arc<Notify>) -> Self {
+        Self { pool, wake }
+    }
+}
+
+#[async_trait]
+impl EventHandler for DeliveryEnqueuer {
+    fn group(&self) -> &'static str {
+        "delivery"
+    }
+
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
+        if event.aggregate_type != "Notification" || event.event_type != "NotificationPlanned" {
+            return Ok(());
+        }
+        let NotificationEvent::NotificationPlanned {
+            notification_id,
+            planned_at,
+            ..
+        } = event.decode().map_err(HandlerError::permanent)?
+        else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO delivery_queue (notification_id, next_attempt_at) VALUES ($1, $2)
+             ON CONFLICT (notification_id) DO NOTHING",
+        )
+        .bind(notification_id)
+        .bind(planned_at)
+        .execute(&self.pool)
+        .await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// What one turn of the delivery worker did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Nothing is due.
+    Idle,
+    Delivered,
+    RetryScheduled,
+    DeadLettered,
+    /// The notification was already settled (a redelivered event re-queued it).
+    AlreadySettled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+pub struct DeliveryWorker {
+    pool: PgPool,
+    commands: Arc<Commands>,
+    telegram: TelegramClient,
+    max_attempts: u32,
+    wake: Arc<Notify>,
+}
+
+impl DeliveryWorker {
+    pub fn new(commands: Arc<Commands>, telegram: TelegramClient, max_attempts: u32, wake: Arc<Notify>) -> Self {
+        Self {
+            pool: commands.pool().clone(),
+            commands,
+            telegram,
+            max_attempts,
+            wake,
+        }
+    }
+
+    /// Claim the next due notification, attempt it once, record the outcome.
+    pub async fn try_deliver_next(&self) -> Result<DeliveryOutcome, DeliveryError> {
+        let mut tx = self.pool.begin().await?;
+        let claimed: Option<Uuid> = sqlx::query_scalar(
+            "SELECT notification_id FROM delivery_queue WHERE next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(notification_id) = claimed else {
+            return Ok(DeliveryOutcome::Idle);
+        };
+        let id = notification_id.to_string();
+        let executor = self.commands.notifications();
+        let notification = executor.load(&id).await?;
+        let metadata = Metadata::from([("caused_by".to_owned(), "delivery".to_owned())]);
+        let (outcome, retry_at) = if notification.settled.is_some() {
+            (DeliveryOutcome::AlreadySettled, None)
+        } else if let Some(attempt) = notification.in_flight {
+            let reason = format!(
+                "attempt {attempt} was interrupted before its outcome was recorded; not retried to avoid a double send"
+            );
+            executor
+                .execute(&id, NotificationCommand::GiveUp { reason, at: Utc::now() }, &metadata)
+                .await?;
+            (DeliveryOutcome::DeadLettered, None)
+        } else {
+            self.attempt(&id, &notification, &metadata).await?
+        };
+        match retry_at {
+            Some(at) => {
+                sqlx::query("UPDATE delivery_queue SET next_attempt_at = $2 WHERE notification_id = $1")
+                    .bind(notification_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM delivery_queue WHERE notification_id = $1")
+                    .bind(notification_id)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn attempt(
+        &self,
+        id: &str,
+        notification: &domain::Notification,
+        metadata: &Metadata,
+    ) -> Result<(DeliveryOutcome, Option<chrono::DateTime<Utc>>), DeliveryError> {
+        let executor = self.commands.notifications();
+        let Some(Channel::Telegram { chat_id }) = notification.channel else {
+            return Ok((DeliveryOutcome::AlreadySettled, None));
+        };
+        let attempt = notification.attempts + 1;
+        executor
+            .execute(id, NotificationCommand::StartAttempt { at: Utc::now() }, metadata)
+            .await?;
+        let command = match self.telegram.send_message(chat_id.get(), &notification.text).await {
+            Ok(message_id) => NotificationCommand::RecordDelivered {
+                attempt,
+                provider_message_id: Some(message_id.to_string()),
+                at: Utc::now(),
+            },
+            Err(failure) => {
+                tracing::warn!(notification = id, attempt, code = ?failure.code, error = %failure.description, "telegram refused");
+                NotificationCommand::RecordFailure {
+                    attempt,
+                    failure,
+                    max_attempts: self.max_attempts,
+                    at: Utc::now(),
+                }
+            }
+        };
+        let events = executor.execute(id, command, metadata).await?;
+        Ok(events
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                NotificationEvent::Delivered { .. } => Some((DeliveryOutcome::Delivered, None)),
+                NotificationEvent::DeadLettered { .. } => Some((DeliveryOutcome::DeadLettered, None)),
+                NotificationEvent::AttemptFailed { retry_at, .. } => {
+                    Some((DeliveryOutcome::RetryScheduled, *retry_at))
+                }
+                _ => None,
+            })
+            .unwrap_or((DeliveryOutcome::AlreadySettled, None)))
+    }
+
+    /// Deliver until `shutdown`: as fast as work is due, then wait for a wake-up or the next poll.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(500);
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                o = self.try_deliver_next() => o,
+            };
+            match outcome {
+                Ok(DeliveryOutcome::Idle) => {}
+                Ok(_) => continue,
+                Err(e) => tracing::warn!(error = %e, "delivery turn failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Kafka transport (rdkafka with its bundled librdkafka): one topic, keyed by aggregate id so that each
+//! aggregate's events stay in one partition and in order; an idempotent producer so a retried send is not
+//! duplicated by the broker; consumer groups with manual offset commits after each handled event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::StoredEvent;
+use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{handle_with_retry, EventHandler};
+use crate::relay::{PublishError, Publisher};
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`
+    pub brokers: String,
+    pub topic: String,
+    pub partitions: i32,
+    /// Consumer groups are `{group_prefix}-{role}`.
+    pub group_prefix: String,
+}
+
+impl KafkaConfig {
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("socket.timeout.ms", "10000");
+        config
+    }
+
+    /// Create the topic if it does not exist yet.
+    pub async fn ensure_topic(&self) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client().create()?;
+        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics([&topic], &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                        tracing::error!(topic = name, "cannot create topic");
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Is a broker reachable? (For `/ready`.)
+    pub async fn ping(&self) -> Result<(), KafkaError> {
+        let config = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let producer: rdkafka::producer::BaseProducer = config.client().create()?;
+            producer
+                .client()
+                .fetch_metadata(Some(&config.topic), Duration::from_secs(3))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+}
+
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaPublisher {
+    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        let producer = config
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(Self {
+            producer,
+            topic: config.topic.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl Publisher for KafkaPublisher {
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), PublishError> {
+        let payloads: Vec<Vec<u8>> = events
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<_, _>>()
+            .map_err(|e| PublishError(e.to_string()))?;
+        // Enqueued in order; the idempotent producer keeps that order per partition even across its retries.
+        let sends = events.iter().zip(&payloads).map(|(event, payload)| {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "event_type",
+                    value: Some(event.event_type.as_str()),
+                })
+                .insert(Header {
+                    key: "aggregate_type",
+                    value: Some(event.aggregate_type.as_str()),
+                });
+            let record = FutureRecord::to(&self.topic)
+                .key(event.aggregate_id.as_bytes())
+                .payload(payload.as_slice())
+                .headers(headers);
+            self.producer.send(record, Duration::from_secs(30))
+        });
+        for result in join_all(sends).await {
+            result.map_err(|(e, _)| PublishError(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+pub struct KafkaConsumer {
+    consumer: StreamConsumer,
+}
+
+impl KafkaConsumer {
+    pub fn new(config: &KafkaConfig, role: &str) -> Result<Self, KafkaError> {
+        let consumer: StreamConsumer = config
+            .client()
+            .set("group.id", format!("{}-{role}", config.group_prefix))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .create()?;
+        consumer.subscribe(&[&config.topic])?;
+        Ok(Self { consumer })
+    }
+
+    /// Handle messages until `shutdown`, committing each offset only after its event was handled.
+    pub async fn run(self, handler: Arc<dyn EventHandler>, shutdown: CancellationToken) {
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = self.consumer.recv() => m,
+            };
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(group = handler.group(), error = %e, "kafka receive failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            match message.payload().map(serde_json::from_slice::<StoredEvent>) {
+                Some(Ok(event)) => {
+                    if !handle_with_retry(handler.as_ref(), &event, &shutdown).await {
+                        return;
+                    }
+                }
+                other => tracing::error!(
+                    group = handler.group(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    error = ?other.map(|r| r.err()),
+                    "message is not a Herald event; skipped"
+                ),
+            }
+            if let Err(e) = self.consumer.commit_message(&message, CommitMode::Async) {
+                tracing::warn!(group = handler.group(), error = %e, "offset commit failed; the event may be seen again");
+            }
+        }
+    }
+}
