@@ -1,0 +1,106 @@
+//! The one place that turns errors into HTTP answers: RFC 7807 problem+json with a stable `type`.
+//! User errors say what was wrong; infrastructure errors are logged and shown only as "internal error".
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use commands::CommandError;
+use domain::{InvalidValue, ProjectError, SubscriptionError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::NotFound(_) | Self::RouteNotFound => (StatusCode::NOT_FOUND, "not-found", "Not Found"),
+            Self::Gone(_) => (StatusCode::GONE, "gone", "Gone"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad Request"),
+            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Unprocessable Content"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload Too Large"),
+            Self::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported Media Type",
+            ),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service Unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal Server Error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(error = %detail, "request failed");
+        }
+        let body = json!({
+            "type": format!("urn:herald:problem:{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        });
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<InvalidValue> for ApiError {
+    fn from(e: InvalidValue) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Project(ProjectError::NotFound) => Self::NotFound("project"),
+            CommandError::Project(ProjectError::Archived) => Self::Gone("project is archived".into()),
+            CommandError::Project(e @ ProjectError::AlreadyExists) => Self::Conflict(e.to_string()),
+            CommandError::Project(e @ ProjectError::StaleSecretVersion { .. }) => Self::Conflict(e.to_string()),
+            CommandError::Subscription(SubscriptionError::NotFound) => Self::NotFound("subscription"),
+            CommandError::Subscription(e @ SubscriptionError::AlreadyExists) => Self::Conflict(e.to_string()),
+            CommandError::Subscription(e @ SubscriptionError::NoOutcomes) => Self::Invalid(e.to_string()),
+            CommandError::BuildRun(domain::BuildRunError::History(e)) => Self::Unavailable(format!("build history: {e}")),
+            CommandError::BuildRun(e) => Self::Invalid(e.to_string()),
+            CommandError::Conflict(e) => Self::Conflict(format!("too many concurrent changes to {e}; retry")),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

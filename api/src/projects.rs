@@ -1,0 +1,203 @@
+//! `/api/v1/projects`: create, list, get, rename, archive (DELETE), rotate the webhook secret, list builds.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use commands::Metadata;
+use domain::ProjectName;
+use projections::queries::{self, ProjectView};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::extract::{Json, PathId, Paging, Query};
+use crate::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/projects", post(create).get(list))
+        .route("/api/v1/projects/{id}", get(show).patch(update).delete(archive))
+        .route("/api/v1/projects/{id}/secret", post(rotate_secret))
+        .route("/api/v1/projects/{id}/builds", get(builds))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectInput {
+    name: String,
+}
+
+#[derive(Serialize)]
+struct ProjectBody {
+    project_id: Uuid,
+    name: String,
+    archived: bool,
+    webhook_url: String,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+    builds_finished: i32,
+    builds_succeeded: i32,
+    builds_failed: i32,
+    builds_cancelled: i32,
+    success_rate: Option<f64>,
+    last_build_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_outcome: Option<String>,
+    last_transition: Option<String>,
+}
+
+fn webhook_url(state: &AppState, project_id: Uuid) -> String {
+    format!(
+        "{}/api/v1/webhooks/github/{project_id}",
+        state.public_url.trim_end_matches('/')
+    )
+}
+
+impl ProjectBody {
+    fn from_view(state: &AppState, view: ProjectView) -> Self {
+        Self {
+            success_rate: view.success_rate(),
+            webhook_url: webhook_url(state, view.project_id),
+            project_id: view.project_id,
+            name: view.name,
+            archived: view.archived,
+            created_at: Some(view.created_at),
+            builds_finished: view.builds_finished,
+            builds_succeeded: view.builds_succeeded,
+            builds_failed: view.builds_failed,
+            builds_cancelled: view.builds_cancelled,
+            last_build_at: view.last_build_at,
+            last_outcome: view.last_outcome,
+            last_transition: view.last_transition,
+        }
+    }
+
+    /// A project the read model has not caught up with yet: what its own events say, with no builds.
+    fn fresh(state: &AppState, project: domain::Project) -> Option<Self> {
+        let project_id = project.project_id?;
+        Some(Self {
+            project_id,
+            name: project.name.map(String::from).unwrap_or_default(),
+            archived: project.archived,
+            webhook_url: webhook_url(state, project_id),
+            created_at: project.created_at,
+            builds_finished: 0,
+            builds_succeeded: 0,
+            builds_failed: 0,
+            builds_cancelled: 0,
+            success_rate: None,
+            last_build_at: None,
+            last_outcome: None,
+            last_transition: None,
+        })
+    }
+}
+
+fn metadata(action: &str) -> Metadata {
+    Metadata::from([
+        ("source".to_owned(), "api".to_owned()),
+        ("action".to_owned(), action.to_owned()),
+    ])
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Json(input): Json<ProjectInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = ProjectName::parse(&input.name)?;
+    let (project_id, secret) = state
+        .commands
+        .create_project(name.clone(), &metadata("create_project"))
+        .await?;
+    let body = json!({
+        "project_id": project_id,
+        "name": name.as_str(),
+        "webhook_url": webhook_url(&state, project_id),
+        "webhook_secret": secret,
+        "archived": false,
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::LOCATION, format!("/api/v1/projects/{project_id}"))],
+        axum::Json(body),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    #[serde(flatten)]
+    paging: Paging,
+    #[serde(default)]
+    include_archived: bool,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = params.paging.page()?;
+    let views = queries::projects(&state.pool, params.include_archived, page).await?;
+    let items: Vec<ProjectBody> = views
+        .into_iter()
+        .map(|v| ProjectBody::from_view(&state, v))
+        .collect();
+    Ok(axum::Json(json!({ "items": items, "limit": page.limit, "offset": page.offset })))
+}
+
+async fn find(state: &AppState, project_id: Uuid) -> Result<ProjectBody, ApiError> {
+    if let Some(view) = queries::project(&state.pool, project_id).await? {
+        return Ok(ProjectBody::from_view(state, view));
+    }
+    let project = state.commands.project(project_id).await?;
+    ProjectBody::fresh(state, project).ok_or(ApiError::NotFound("project"))
+}
+
+async fn show(State(state): State<AppState>, PathId(id): PathId) -> Result<impl IntoResponse, ApiError> {
+    let mut body = serde_json::to_value(find(&state, id).await?).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let latest = queries::builds(&state.pool, id, queries::Page { limit: 10, offset: 0 }).await?;
+    body["latest_builds"] = serde_json::to_value(latest).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(axum::Json(body))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    Json(input): Json<ProjectInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = ProjectName::parse(&input.name)?;
+    state
+        .commands
+        .rename_project(id, name.clone(), &metadata("rename_project"))
+        .await?;
+    Ok(axum::Json(json!({ "project_id": id, "name": name.as_str() })))
+}
+
+async fn archive(State(state): State<AppState>, PathId(id): PathId) -> Result<impl IntoResponse, ApiError> {
+    state
+        .commands
+        .archive_project(id, &metadata("archive_project"))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate_secret(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<impl IntoResponse, ApiError> {
+    let secret = state
+        .commands
+        .rotate_secret(id, &metadata("rotate_secret"))
+        .await?;
+    Ok(axum::Json(json!({ "project_id": id, "webhook_secret": secret })))
+}
+
+async fn builds(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    Query(paging): Query<Paging>,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = paging.page()?;
+    find(&state, id).await?;
+    let items = queries::builds(&state.pool, id, page).await?;
+    Ok(axum::Json(json!({ "items": items, "limit": page.limit, "offset": page.offset })))
+}
