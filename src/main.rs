@@ -1,1 +1,174 @@
-fn main() {}
+//! The `herald` command line: `run` (all-in-one), `serve`, `relay`, `worker <role>`, `migrate`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use herald::{Role, Settings};
+use workers::{KafkaConfig, TelegramConfig};
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Self-hosted CI/CD status notifier")]
+struct Cli {
+    /// Postgres, the source of truth. The database is created if the server has none of that name.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/herald", hide_env_values = true)]
+    database_url: String,
+    /// Where the API listens.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The URL users and CI systems reach Herald at (default: http://<listen>).
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Kafka bootstrap servers; without them Herald uses its in-process bus (all-in-one only).
+    #[arg(long, env = "HERALD_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    #[arg(long, env = "HERALD_KAFKA_TOPIC", default_value = "herald.events")]
+    kafka_topic: String,
+    #[arg(long, env = "HERALD_KAFKA_PARTITIONS", default_value_t = 6)]
+    kafka_partitions: i32,
+    #[arg(long, env = "HERALD_KAFKA_GROUP_PREFIX", default_value = "herald")]
+    kafka_group_prefix: String,
+    /// Telegram Bot API base URL.
+    #[arg(long, env = "HERALD_TELEGRAM_API_URL", default_value = "https://api.telegram.org")]
+    telegram_api_url: String,
+    /// Telegram bot token; without it notifications are queued, not sent.
+    #[arg(long, env = "HERALD_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    telegram_bot_token: Option<String>,
+    /// Attempts per notification before it is dead-lettered.
+    #[arg(long, env = "HERALD_DELIVERY_MAX_ATTEMPTS", default_value_t = 5)]
+    delivery_max_attempts: u32,
+    /// Log format.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: API, relay, projections, planner, delivery.
+    Run,
+    /// The HTTP API only.
+    Serve,
+    /// The outbox relay only (needs Kafka).
+    Relay,
+    /// One stream consumer (needs Kafka).
+    Worker {
+        #[arg(value_enum)]
+        role: WorkerRole,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WorkerRole {
+    Projections,
+    Planner,
+    Delivery,
+}
+
+impl Cli {
+    fn settings(&self) -> Settings {
+        Settings {
+            database_url: self.database_url.clone(),
+            listen: self.listen,
+            public_url: self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.listen)),
+            kafka: self.kafka_brokers.clone().filter(|b| !b.trim().is_empty()).map(|brokers| KafkaConfig {
+                brokers,
+                topic: self.kafka_topic.clone(),
+                partitions: self.kafka_partitions,
+                group_prefix: self.kafka_group_prefix.clone(),
+            }),
+            telegram: self.telegram_bot_token.clone().filter(|t| !t.trim().is_empty()).map(|bot_token| TelegramConfig {
+                api_url: self.telegram_api_url.clone(),
+                bot_token,
+                timeout: Duration::from_secs(10),
+            }),
+            max_delivery_attempts: self.delivery_max_attempts.max(1),
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings();
+    let roles: Vec<Role> = match cli.command {
+        Command::Migrate => {
+            let pool = herald::connect(&settings.database_url).await?;
+            commands::migrate(&pool).await?;
+            tracing::info!("migrations applied");
+            return Ok(());
+        }
+        Command::Run => Role::ALL.to_vec(),
+        Command::Serve => vec![Role::Api],
+        Command::Relay => vec![Role::Relay],
+        Command::Worker { role } => vec![match role {
+            WorkerRole::Projections => Role::Projections,
+            WorkerRole::Planner => Role::Planner,
+            WorkerRole::Delivery => Role::Delivery,
+        }],
+    };
+    if settings.kafka.is_none() && roles.len() == 1 && roles != [Role::Api] {
+        anyhow::bail!("this role reads the event stream from Kafka: set HERALD_KAFKA_BROKERS, or use `herald run` for all-in-one");
+    }
+    let mut running = herald::start(&settings, &roles).await?;
+    if let Some(addr) = running.api_addr {
+        println!("Herald is up: API on http://{addr} (mode: {})", if settings.kafka.is_some() { "kafka" } else { "all-in-one, in-process bus" });
+    }
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        role = running.wait_any() => tracing::error!(role, "a role stopped unexpectedly; shutting down"),
+    }
+    running.stop().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

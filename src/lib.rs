@@ -1,0 +1,270 @@
+//! Herald, assembled: settings, the connection to Postgres, and [`start`], which runs any set of roles (API,
+//! relay, projections, planner, delivery) in this process. `herald run` starts them all; the distributed
+//! commands start one each. Tests start exactly the roles they need.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use commands::Commands;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use workers::{
+    run_consumer, DeliveryEnqueuer, DeliveryWorker, EventHandler, InProcessBus, KafkaConfig,
+    KafkaPublisher, Planner, ProjectionHandler, Publisher, Relay, Stream, TelegramClient,
+    TelegramConfig,
+};
+
+/// What this process is configured with. Secrets in here are never logged.
+#[derive(Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    /// The URL users reach this Herald at (for the webhook URLs it hands out).
+    pub public_url: String,
+    /// `None`: all-in-one with the in-process bus.
+    pub kafka: Option<KafkaConfig>,
+    /// `None`: notifications are planned and queued, not sent.
+    pub telegram: Option<TelegramConfig>,
+    pub max_delivery_attempts: u32,
+}
+
+/// One part of Herald that can run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Api,
+    Relay,
+    Projections,
+    Planner,
+    Delivery,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Api,
+        Role::Relay,
+        Role::Projections,
+        Role::Planner,
+        Role::Delivery,
+    ];
+}
+
+/// Connect to Postgres, creating the database when the server is there but the database is not, and say
+/// clearly what is wrong when the server cannot be reached.
+pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = database_url
+        .parse()
+        .context("DATABASE_URL is not a valid postgres:// URL")?;
+    let options = options.log_statements(tracing::log::LevelFilter::Trace);
+    let where_ = format!(
+        "{}:{} (database {:?})",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("default")
+    );
+    let pool_options = || {
+        PgPoolOptions::new()
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(10))
+    };
+    match pool_options().connect_with(options.clone()).await {
+        Ok(pool) => Ok(pool),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            let database = options.get_database().unwrap_or("herald").to_owned();
+            let admin = options.clone().database("postgres");
+            let mut conn = admin
+                .connect()
+                .await
+                .with_context(|| format!("database {database:?} does not exist and Herald cannot connect to create it"))?;
+            let quoted = format!("\"{}\"", database.replace('"', "\"\""));
+            if let Err(e) = sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut conn).await {
+                // Another process may have created it at the same moment.
+                tracing::debug!(error = %e, "CREATE DATABASE");
+            }
+            tracing::info!(database, "created database");
+            pool_options()
+                .connect_with(options)
+                .await
+                .with_context(|| format!("cannot connect to Postgres at {where_}"))
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot connect to Postgres at {where_}. Start PostgreSQL there, or point DATABASE_URL at a running server"
+            )
+        }),
+    }
+}
+
+/// The running roles of this process.
+pub struct Running {
+    /// The API's bound address, when the API role runs.
+    pub api_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Running {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Wait until any role ends (which, without a shutdown, is a failure) and report it.
+    pub async fn wait_any(&mut self) -> &'static str {
+        if self.tasks.is_empty() {
+            return "nothing";
+        }
+        let handles = self.tasks.iter_mut().map(|(_, h)| h);
+        let (_, index, _) = futures::future::select_all(handles).await;
+        self.tasks[index].0
+    }
+
+    /// Stop every role and wait (bounded) for each to finish its current step.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for (name, handle) in self.tasks {
+            let abort = handle.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), handle).await.is_err() {
+                tracing::warn!(role = name, "did not stop in time; aborted");
+                abort.abort();
+            }
+        }
+    }
+
+    /// Stop at once, as a crash would: no role finishes what it is doing.
+    pub fn kill(self) {
+        self.shutdown.cancel();
+        for (_, handle) in self.tasks {
+            handle.abort();
+        }
+    }
+}
+
+/// Migrate, then start `roles` in this process.
+pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Running> {
+    let pool = connect(&settings.database_url).await?;
+    commands::migrate(&pool)
+        .await
+        .context("cannot apply database migrations")?;
+    let commands = Arc::new(Commands::new(pool.clone()));
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+
+    let (stream, publisher): (Stream, Arc<dyn Publisher>) = match &settings.kafka {
+        Some(kafka) => {
+            kafka
+                .ensure_topic()
+                .await
+                .with_context(|| format!("cannot create Kafka topic {:?} at {}", kafka.topic, kafka.brokers))?;
+            let publisher = KafkaPublisher::new(kafka).context("cannot create the Kafka producer")?;
+            (Stream::Kafka(kafka.clone()), Arc::new(publisher))
+        }
+        None => {
+            let consumers = roles
+                .iter()
+                .any(|r| matches!(r, Role::Projections | Role::Planner | Role::Delivery));
+            if roles.contains(&Role::Relay) && !consumers {
+                bail!("without Kafka (HERALD_KAFKA_BROKERS) the relay can only run together with its consumers: use `herald run`");
+            }
+            let bus = InProcessBus::new();
+            (Stream::InProcess(bus.clone()), Arc::new(bus))
+        }
+    };
+
+    let mut handlers: Vec<Arc<dyn EventHandler>> = Vec::new();
+    if roles.contains(&Role::Projections) {
+        handlers.push(Arc::new(ProjectionHandler(projections::Projector::all(pool.clone()))));
+    }
+    if roles.contains(&Role::Planner) {
+        handlers.push(Arc::new(Planner::new(commands.clone())));
+    }
+    if roles.contains(&Role::Delivery) {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        handlers.push(Arc::new(DeliveryEnqueuer::new(pool.clone(), wake.clone())));
+        match &settings.telegram {
+            Some(config) => {
+                let client = TelegramClient::new(config.clone()).context("cannot build the HTTP client")?;
+                let worker = DeliveryWorker::new(commands.clone(), client, settings.max_delivery_attempts, wake);
+                tasks.push(("delivery", tokio::spawn(worker.run(shutdown.clone()))));
+            }
+            None => tracing::warn!(
+                "HERALD_TELEGRAM_BOT_TOKEN is not set: notifications are planned and queued, and sent once a token is configured"
+            ),
+        }
+    }
+    if let Stream::InProcess(bus) = &stream {
+        // Registered before the relay starts, so the first batch already waits for every group.
+        for handler in &handlers {
+            bus.register(handler.group()).await;
+        }
+    }
+    for handler in handlers {
+        let (stream, token) = (stream.clone(), shutdown.clone());
+        let group = handler.group();
+        tasks.push((
+            group,
+            tokio::spawn(async move {
+                if let Err(e) = run_consumer(stream, handler, token).await {
+                    tracing::error!(group, error = %e, "consumer could not start");
+                }
+            }),
+        ));
+    }
+    if roles.contains(&Role::Relay) {
+        let relay = Relay::new(pool.clone(), publisher);
+        tasks.push(("relay", tokio::spawn(relay.run(shutdown.clone()))));
+    }
+
+    let mut api_addr = None;
+    if roles.contains(&Role::Api) {
+        let mut dependencies: Vec<Arc<dyn api::Dependency>> = Vec::new();
+        if let Some(kafka) = &settings.kafka {
+            dependencies.push(Arc::new(KafkaReady(kafka.clone())));
+        }
+        let state = api::AppState {
+            commands: commands.clone(),
+            pool: pool.clone(),
+            public_url: settings.public_url.clone(),
+            dependencies,
+        };
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        api_addr = Some(addr);
+        let token = shutdown.clone();
+        tasks.push((
+            "api",
+            tokio::spawn(async move {
+                let app = api::router(state);
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "api server failed");
+                }
+            }),
+        ));
+        tracing::info!(%addr, "api listening");
+    }
+
+    Ok(Running {
+        api_addr,
+        shutdown,
+        tasks,
+    })
+}
+
+struct KafkaReady(KafkaConfig);
+
+#[async_trait::async_trait]
+impl api::Dependency for KafkaReady {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
