@@ -126,7 +126,10 @@ impl Running {
         self.shutdown.cancel();
         for (name, handle) in self.tasks {
             let abort = handle.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), handle).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .is_err()
+            {
                 tracing::warn!(role = name, "did not stop in time; aborted");
                 abort.abort();
             }
@@ -154,11 +157,14 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
 
     let (stream, publisher): (Stream, Arc<dyn Publisher>) = match &settings.kafka {
         Some(kafka) => {
-            kafka
-                .ensure_topic()
-                .await
-                .with_context(|| format!("cannot create Kafka topic {:?} at {}", kafka.topic, kafka.brokers))?;
-            let publisher = KafkaPublisher::new(kafka).context("cannot create the Kafka producer")?;
+            kafka.ensure_topic().await.with_context(|| {
+                format!(
+                    "cannot create Kafka topic {:?} at {}",
+                    kafka.topic, kafka.brokers
+                )
+            })?;
+            let publisher =
+                KafkaPublisher::new(kafka).context("cannot create the Kafka producer")?;
             (Stream::Kafka(kafka.clone()), Arc::new(publisher))
         }
         None => {
@@ -175,7 +181,9 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
 
     let mut handlers: Vec<Arc<dyn EventHandler>> = Vec::new();
     if roles.contains(&Role::Projections) {
-        handlers.push(Arc::new(ProjectionHandler(projections::Projector::all(pool.clone()))));
+        handlers.push(Arc::new(ProjectionHandler(projections::Projector::all(
+            pool.clone(),
+        ))));
     }
     if roles.contains(&Role::Planner) {
         handlers.push(Arc::new(Planner::new(commands.clone())));

@@ -12,7 +12,12 @@ use workers::{KafkaConfig, TelegramConfig};
 #[command(name = "herald", version, about = "Self-hosted CI/CD status notifier")]
 struct Cli {
     /// Postgres, the source of truth. The database is created if the server has none of that name.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/herald", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/herald",
+        hide_env_values = true
+    )]
     database_url: String,
     /// Where the API listens.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
@@ -30,7 +35,11 @@ struct Cli {
     #[arg(long, env = "HERALD_KAFKA_GROUP_PREFIX", default_value = "herald")]
     kafka_group_prefix: String,
     /// Telegram Bot API base URL.
-    #[arg(long, env = "HERALD_TELEGRAM_API_URL", default_value = "https://api.telegram.org")]
+    #[arg(
+        long,
+        env = "HERALD_TELEGRAM_API_URL",
+        default_value = "https://api.telegram.org"
+    )]
     telegram_api_url: String,
     /// Telegram bot token; without it notifications are queued, not sent.
     #[arg(long, env = "HERALD_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
@@ -84,17 +93,25 @@ impl Cli {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", self.listen)),
-            kafka: self.kafka_brokers.clone().filter(|b| !b.trim().is_empty()).map(|brokers| KafkaConfig {
-                brokers,
-                topic: self.kafka_topic.clone(),
-                partitions: self.kafka_partitions,
-                group_prefix: self.kafka_group_prefix.clone(),
-            }),
-            telegram: self.telegram_bot_token.clone().filter(|t| !t.trim().is_empty()).map(|bot_token| TelegramConfig {
-                api_url: self.telegram_api_url.clone(),
-                bot_token,
-                timeout: Duration::from_secs(10),
-            }),
+            kafka: self
+                .kafka_brokers
+                .clone()
+                .filter(|b| !b.trim().is_empty())
+                .map(|brokers| KafkaConfig {
+                    brokers,
+                    topic: self.kafka_topic.clone(),
+                    partitions: self.kafka_partitions,
+                    group_prefix: self.kafka_group_prefix.clone(),
+                }),
+            telegram: self
+                .telegram_bot_token
+                .clone()
+                .filter(|t| !t.trim().is_empty())
+                .map(|bot_token| TelegramConfig {
+                    api_url: self.telegram_api_url.clone(),
+                    bot_token,
+                    timeout: Duration::from_secs(10),
+                }),
             max_delivery_attempts: self.delivery_max_attempts.max(1),
         }
     }
@@ -114,10 +131,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -150,7 +168,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let mut running = herald::start(&settings, &roles).await?;
     if let Some(addr) = running.api_addr {
-        println!("Herald is up: API on http://{addr} (mode: {})", if settings.kafka.is_some() { "kafka" } else { "all-in-one, in-process bus" });
+        println!(
+            "Herald is up: API on http://{addr} (mode: {})",
+            if settings.kafka.is_some() {
+                "kafka"
+            } else {
+                "all-in-one, in-process bus"
+            }
+        );
     }
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down"),

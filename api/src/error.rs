@@ -36,20 +36,38 @@ pub enum ApiError {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Self::NotFound(_) | Self::RouteNotFound => (StatusCode::NOT_FOUND, "not-found", "Not Found"),
+            Self::NotFound(_) | Self::RouteNotFound => {
+                (StatusCode::NOT_FOUND, "not-found", "Not Found")
+            }
             Self::Gone(_) => (StatusCode::GONE, "gone", "Gone"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad Request"),
-            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Unprocessable Content"),
+            Self::Invalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "Unprocessable Content",
+            ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload Too Large"),
+            Self::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload Too Large",
+            ),
             Self::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported Media Type",
             ),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service Unavailable"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal Server Error"),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service Unavailable",
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal Server Error",
+            ),
         }
     }
 }
@@ -91,15 +109,29 @@ impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
             CommandError::Project(ProjectError::NotFound) => Self::NotFound("project"),
-            CommandError::Project(ProjectError::Archived) => Self::Gone("project is archived".into()),
+            CommandError::Project(ProjectError::Archived) => {
+                Self::Gone("project is archived".into())
+            }
             CommandError::Project(e @ ProjectError::AlreadyExists) => Self::Conflict(e.to_string()),
-            CommandError::Project(e @ ProjectError::StaleSecretVersion { .. }) => Self::Conflict(e.to_string()),
-            CommandError::Subscription(SubscriptionError::NotFound) => Self::NotFound("subscription"),
-            CommandError::Subscription(e @ SubscriptionError::AlreadyExists) => Self::Conflict(e.to_string()),
-            CommandError::Subscription(e @ SubscriptionError::NoOutcomes) => Self::Invalid(e.to_string()),
-            CommandError::BuildRun(domain::BuildRunError::History(e)) => Self::Unavailable(format!("build history: {e}")),
+            CommandError::Project(e @ ProjectError::StaleSecretVersion { .. }) => {
+                Self::Conflict(e.to_string())
+            }
+            CommandError::Subscription(SubscriptionError::NotFound) => {
+                Self::NotFound("subscription")
+            }
+            CommandError::Subscription(e @ SubscriptionError::AlreadyExists) => {
+                Self::Conflict(e.to_string())
+            }
+            CommandError::Subscription(e @ SubscriptionError::NoOutcomes) => {
+                Self::Invalid(e.to_string())
+            }
+            CommandError::BuildRun(domain::BuildRunError::History(e)) => {
+                Self::Unavailable(format!("build history: {e}"))
+            }
             CommandError::BuildRun(e) => Self::Invalid(e.to_string()),
-            CommandError::Conflict(e) => Self::Conflict(format!("too many concurrent changes to {e}; retry")),
+            CommandError::Conflict(e) => {
+                Self::Conflict(format!("too many concurrent changes to {e}; retry"))
+            }
             other => Self::Internal(other.to_string()),
         }
     }

@@ -49,7 +49,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal("a handler panicked".into()))
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                "a handler panicked".into(),
+            ))
         }))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -12,13 +12,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::extract::{Json, PathId, Paging, Query};
+use crate::extract::{Json, Paging, PathId, Query};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/projects", post(create).get(list))
-        .route("/api/v1/projects/{id}", get(show).patch(update).delete(archive))
+        .route(
+            "/api/v1/projects/{id}",
+            get(show).patch(update).delete(archive),
+        )
         .route("/api/v1/projects/{id}/secret", post(rotate_secret))
         .route("/api/v1/projects/{id}/builds", get(builds))
 }
@@ -118,7 +121,10 @@ async fn create(
     });
     Ok((
         StatusCode::CREATED,
-        [(axum::http::header::LOCATION, format!("/api/v1/projects/{project_id}"))],
+        [(
+            axum::http::header::LOCATION,
+            format!("/api/v1/projects/{project_id}"),
+        )],
         axum::Json(body),
     ))
 }
@@ -141,7 +147,9 @@ async fn list(
         .into_iter()
         .map(|v| ProjectBody::from_view(&state, v))
         .collect();
-    Ok(axum::Json(json!({ "items": items, "limit": page.limit, "offset": page.offset })))
+    Ok(axum::Json(
+        json!({ "items": items, "limit": page.limit, "offset": page.offset }),
+    ))
 }
 
 async fn find(state: &AppState, project_id: Uuid) -> Result<ProjectBody, ApiError> {
@@ -152,10 +160,23 @@ async fn find(state: &AppState, project_id: Uuid) -> Result<ProjectBody, ApiErro
     ProjectBody::fresh(state, project).ok_or(ApiError::NotFound("project"))
 }
 
-async fn show(State(state): State<AppState>, PathId(id): PathId) -> Result<impl IntoResponse, ApiError> {
-    let mut body = serde_json::to_value(find(&state, id).await?).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let latest = queries::builds(&state.pool, id, queries::Page { limit: 10, offset: 0 }).await?;
-    body["latest_builds"] = serde_json::to_value(latest).map_err(|e| ApiError::Internal(e.to_string()))?;
+async fn show(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut body = serde_json::to_value(find(&state, id).await?)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let latest = queries::builds(
+        &state.pool,
+        id,
+        queries::Page {
+            limit: 10,
+            offset: 0,
+        },
+    )
+    .await?;
+    body["latest_builds"] =
+        serde_json::to_value(latest).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(axum::Json(body))
 }
 
@@ -169,10 +190,15 @@ async fn update(
         .commands
         .rename_project(id, name.clone(), &metadata("rename_project"))
         .await?;
-    Ok(axum::Json(json!({ "project_id": id, "name": name.as_str() })))
+    Ok(axum::Json(
+        json!({ "project_id": id, "name": name.as_str() }),
+    ))
 }
 
-async fn archive(State(state): State<AppState>, PathId(id): PathId) -> Result<impl IntoResponse, ApiError> {
+async fn archive(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<impl IntoResponse, ApiError> {
     state
         .commands
         .archive_project(id, &metadata("archive_project"))
@@ -188,7 +214,9 @@ async fn rotate_secret(
         .commands
         .rotate_secret(id, &metadata("rotate_secret"))
         .await?;
-    Ok(axum::Json(json!({ "project_id": id, "webhook_secret": secret })))
+    Ok(axum::Json(
+        json!({ "project_id": id, "webhook_secret": secret }),
+    ))
 }
 
 async fn builds(
@@ -199,5 +227,7 @@ async fn builds(
     let page = paging.page()?;
     find(&state, id).await?;
     let items = queries::builds(&state.pool, id, page).await?;
-    Ok(axum::Json(json!({ "items": items, "limit": page.limit, "offset": page.offset })))
+    Ok(axum::Json(
+        json!({ "items": items, "limit": page.limit, "offset": page.offset }),
+    ))
 }

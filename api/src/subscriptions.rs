@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::extract::{Json, PathId, Paging, Query};
+use crate::extract::{Json, Paging, PathId, Query};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -50,7 +50,10 @@ async fn create(
     let outcomes: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
     Ok((
         StatusCode::CREATED,
-        [(axum::http::header::LOCATION, format!("/api/v1/subscriptions/{subscription_id}"))],
+        [(
+            axum::http::header::LOCATION,
+            format!("/api/v1/subscriptions/{subscription_id}"),
+        )],
         axum::Json(json!({
             "subscription_id": subscription_id,
             "project_id": input.project_id,
@@ -75,17 +78,25 @@ async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let page = params.paging.page()?;
     let items = queries::subscriptions(&state.pool, params.project_id, page).await?;
-    Ok(axum::Json(json!({ "items": items, "limit": page.limit, "offset": page.offset })))
+    Ok(axum::Json(
+        json!({ "items": items, "limit": page.limit, "offset": page.offset }),
+    ))
 }
 
-async fn show(State(state): State<AppState>, PathId(id): PathId) -> Result<impl IntoResponse, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<impl IntoResponse, ApiError> {
     let view = queries::subscription(&state.pool, id)
         .await?
         .ok_or(ApiError::NotFound("subscription"))?;
     Ok(axum::Json(view))
 }
 
-async fn remove(State(state): State<AppState>, PathId(id): PathId) -> Result<impl IntoResponse, ApiError> {
+async fn remove(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<impl IntoResponse, ApiError> {
     let metadata = Metadata::from([("source".to_owned(), "api".to_owned())]);
     state.commands.unsubscribe(id, &metadata).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -43,7 +43,9 @@ async fn github_webhook(
         other => ApiError::BadRequest(other.body_text()),
     })?;
     let project = match state.commands.active_project(project_id).await {
-        Err(CommandError::Project(ProjectError::NotFound)) => return Err(ApiError::NotFound("project")),
+        Err(CommandError::Project(ProjectError::NotFound)) => {
+            return Err(ApiError::NotFound("project"))
+        }
         other => other?,
     };
     let secret = state.commands.webhook_secret(&project).await?;
@@ -75,7 +77,10 @@ async fn github_webhook(
             json!({ "status": if recorded { "recorded" } else { "no_change" }, "event": "ping", "delivery_id": delivery_id })
         }
         GithubWebhook::Build(build) => {
-            let recorded = state.commands.record_build(*build, delivery_id.clone(), &metadata).await?;
+            let recorded = state
+                .commands
+                .record_build(*build, delivery_id.clone(), &metadata)
+                .await?;
             json!({
                 "status": if recorded.events.is_empty() { "no_change" } else { "recorded" },
                 "event": event,

@@ -12,10 +12,14 @@ use uuid::Uuid;
 /// What a GitHub delivery means to Herald.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GithubWebhook {
-    Ping { hook_id: Option<i64> },
+    Ping {
+        hook_id: Option<i64>,
+    },
     Build(Box<BuildEvent>),
     /// An event Herald does not act on (yet); accepted and recorded nowhere.
-    Ignored { event: String },
+    Ignored {
+        event: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -359,7 +363,12 @@ mod tests {
 
     #[test]
     fn a_ping_is_recognized() {
-        let ping = normalize(Uuid::nil(), "ping", &fixture("ping/payload.json"), Utc::now());
+        let ping = normalize(
+            Uuid::nil(),
+            "ping",
+            &fixture("ping/payload.json"),
+            Utc::now(),
+        );
         assert_eq!(
             ping.unwrap(),
             GithubWebhook::Ping {

@@ -144,7 +144,9 @@ impl Commands {
         let project_id = project.project_id.ok_or(ProjectError::NotFound)?;
         secrets::load(&self.pool, project_id, project.secret_version)
             .await?
-            .ok_or_else(|| CommandError::Store(format!("no secret stored for project {project_id}")))
+            .ok_or_else(|| {
+                CommandError::Store(format!("no secret stored for project {project_id}"))
+            })
     }
 
     pub async fn record_ping(

@@ -14,14 +14,18 @@ pub enum SignatureError {
 }
 
 /// Check GitHub's `X-Hub-Signature-256: sha256=<hex>` against `body` and `secret`.
-pub fn verify_github(secret: &str, body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
+pub fn verify_github(
+    secret: &str,
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let hex_digest = header
         .strip_prefix("sha256=")
         .ok_or(SignatureError::Malformed)?;
     let expected = hex::decode(hex_digest).map_err(|_| SignatureError::Malformed)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| SignatureError::Mismatch)?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| SignatureError::Mismatch)?;
     mac.update(body);
     mac.verify_slice(&expected)
         .map_err(|_| SignatureError::Mismatch)
@@ -53,12 +57,30 @@ mod tests {
     #[test]
     fn bad_signatures_are_told_apart() {
         let header = sign_github("s3cret", b"{}");
-        assert_eq!(verify_github("other", b"{}", Some(&header)), Err(SignatureError::Mismatch));
-        assert_eq!(verify_github("s3cret", b"{ }", Some(&header)), Err(SignatureError::Mismatch));
-        assert_eq!(verify_github("s3cret", b"{}", None), Err(SignatureError::Missing));
-        assert_eq!(verify_github("s3cret", b"{}", Some("sha1=ab")), Err(SignatureError::Malformed));
-        assert_eq!(verify_github("s3cret", b"{}", Some("sha256=zz")), Err(SignatureError::Malformed));
-        assert_eq!(verify_github("s3cret", b"{}", Some("sha256=abcd")), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_github("other", b"{}", Some(&header)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_github("s3cret", b"{ }", Some(&header)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_github("s3cret", b"{}", None),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify_github("s3cret", b"{}", Some("sha1=ab")),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_github("s3cret", b"{}", Some("sha256=zz")),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_github("s3cret", b"{}", Some("sha256=abcd")),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]

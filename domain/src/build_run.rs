@@ -291,7 +291,7 @@ impl Aggregate for BuildRun {
                     let queued = BuildRunEvent::BuildQueued {
                         delivery_id: delivery_id.clone(),
                         run: run.clone(),
-                        queued_at: at,
+                        queued_at: job.started_at.unwrap_or(at),
                     };
                     sink.write(queued, self).await;
                 }

@@ -19,7 +19,8 @@ mod values;
 
 pub use build::{BuildEvent, BuildScope, JobReport, RunInfo};
 pub use build_run::{
-    BuildHistory, BuildRun, BuildRunCommand, BuildRunError, BuildRunEvent, NoHistory, PreviousRun, Verdict,
+    BuildHistory, BuildRun, BuildRunCommand, BuildRunError, BuildRunEvent, NoHistory, PreviousRun,
+    Verdict,
 };
 pub use notification::{
     Channel, Notification, NotificationCommand, NotificationError, NotificationEvent, SendFailure,

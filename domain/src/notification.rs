@@ -280,8 +280,8 @@ impl Aggregate for Notification {
             } => {
                 self.require_in_flight(attempt)?;
                 let give_up = !failure.retryable || attempt >= max_attempts;
-                let retry_at = (!give_up)
-                    .then(|| at + Self::retry_delay(attempt, failure.retry_after_secs));
+                let retry_at =
+                    (!give_up).then(|| at + Self::retry_delay(attempt, failure.retry_after_secs));
                 let reason = if failure.retryable {
                     format!("gave up after {attempt} attempts: {}", failure.description)
                 } else {
@@ -453,7 +453,10 @@ mod tests {
             })
             .inspect_result()
             .unwrap();
-        assert!(matches!(events[1], NotificationEvent::DeadLettered { attempts: 1, .. }));
+        assert!(matches!(
+            events[1],
+            NotificationEvent::DeadLettered { attempts: 1, .. }
+        ));
     }
 
     #[test]
@@ -509,6 +512,9 @@ mod tests {
         assert_eq!(Notification::retry_delay(1, None), Duration::seconds(2));
         assert_eq!(Notification::retry_delay(3, None), Duration::seconds(8));
         assert_eq!(Notification::retry_delay(30, None), Duration::seconds(600));
-        assert_eq!(Notification::retry_delay(1, Some(45)), Duration::seconds(45));
+        assert_eq!(
+            Notification::retry_delay(1, Some(45)),
+            Duration::seconds(45)
+        );
     }
 }

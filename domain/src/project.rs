@@ -271,7 +271,10 @@ mod tests {
 
     #[test]
     fn an_archived_project_takes_no_pings_or_renames() {
-        let archived = vec![created(), ProjectEvent::ProjectArchived { archived_at: at() }];
+        let archived = vec![
+            created(),
+            ProjectEvent::ProjectArchived { archived_at: at() },
+        ];
         Given::with(())
             .given(archived.clone())
             .when(ProjectCommand::Rename {
@@ -294,7 +297,10 @@ mod tests {
                 secret_fingerprint: "f2".into(),
                 at: at(),
             })
-            .then_expect_error(ProjectError::StaleSecretVersion { current: 1, given: 1 });
+            .then_expect_error(ProjectError::StaleSecretVersion {
+                current: 1,
+                given: 1,
+            });
     }
 
     #[test]

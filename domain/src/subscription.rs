@@ -151,10 +151,15 @@ mod tests {
     fn outcome_filters_are_deduplicated_and_required() {
         let result = TestFramework::<Subscription>::with(())
             .given_no_previous_events()
-            .when(subscribe(vec![OutcomeFilter::Failed, OutcomeFilter::Failed]))
+            .when(subscribe(vec![
+                OutcomeFilter::Failed,
+                OutcomeFilter::Failed,
+            ]))
             .inspect_result()
             .unwrap();
-        assert!(matches!(&result[0], SubscriptionEvent::Subscribed { outcomes, .. } if outcomes == &[OutcomeFilter::Failed]));
+        assert!(
+            matches!(&result[0], SubscriptionEvent::Subscribed { outcomes, .. } if outcomes == &[OutcomeFilter::Failed])
+        );
         TestFramework::<Subscription>::with(())
             .given_no_previous_events()
             .when(subscribe(vec![]))
@@ -171,7 +176,9 @@ mod tests {
             .unwrap();
         TestFramework::<Subscription>::with(())
             .given(subscribed)
-            .and(vec![SubscriptionEvent::Unsubscribed { unsubscribed_at: at }])
+            .and(vec![SubscriptionEvent::Unsubscribed {
+                unsubscribed_at: at,
+            }])
             .when(SubscriptionCommand::Unsubscribe { at })
             .then_expect_events(vec![]);
     }

@@ -320,10 +320,19 @@ mod tests {
         use Outcome::*;
         assert_eq!(Transition::between(None, Failed), Transition::Broken);
         assert_eq!(Transition::between(Some(true), Failed), Transition::Broken);
-        assert_eq!(Transition::between(Some(false), TimedOut), Transition::StillFailing);
-        assert_eq!(Transition::between(Some(false), Succeeded), Transition::Fixed);
+        assert_eq!(
+            Transition::between(Some(false), TimedOut),
+            Transition::StillFailing
+        );
+        assert_eq!(
+            Transition::between(Some(false), Succeeded),
+            Transition::Fixed
+        );
         assert_eq!(Transition::between(None, Succeeded), Transition::Passing);
-        assert_eq!(Transition::between(Some(false), Cancelled), Transition::Unchanged);
+        assert_eq!(
+            Transition::between(Some(false), Cancelled),
+            Transition::Unchanged
+        );
     }
 
     #[test]
@@ -332,8 +341,18 @@ mod tests {
         assert!(!OutcomeFilter::Fixed.matches(Outcome::Succeeded, Transition::Passing));
         assert!(OutcomeFilter::All.matches(Outcome::Cancelled, Transition::Unchanged));
         assert!("sometimes".parse::<OutcomeFilter>().is_err());
-        assert_eq!("still_failing".parse::<OutcomeFilter>(), Ok(OutcomeFilter::StillFailing));
-        for o in ["succeeded", "failed", "cancelled", "skipped", "timed_out", "action_required"] {
+        assert_eq!(
+            "still_failing".parse::<OutcomeFilter>(),
+            Ok(OutcomeFilter::StillFailing)
+        );
+        for o in [
+            "succeeded",
+            "failed",
+            "cancelled",
+            "skipped",
+            "timed_out",
+            "action_required",
+        ] {
             assert_eq!(o.parse::<Outcome>().unwrap().as_str(), o);
         }
     }

@@ -49,7 +49,11 @@ async fn upsert_run(
     Ok(())
 }
 
-async fn record_job(tx: &mut PgConnection, id: &str, job: &JobReport) -> Result<(), ProjectionError> {
+async fn record_job(
+    tx: &mut PgConnection,
+    id: &str,
+    job: &JobReport,
+) -> Result<(), ProjectionError> {
     let job_json = serde_json::json!({
         "name": job.name,
         "status": job.status,
@@ -59,12 +63,14 @@ async fn record_job(tx: &mut PgConnection, id: &str, job: &JobReport) -> Result<
         "completed_at": job.completed_at,
         "failed_steps": job.failed_steps,
     });
-    sqlx::query("UPDATE build_runs SET jobs = jsonb_set(jobs, ARRAY[$2], $3) WHERE build_run_id = $1")
-        .bind(id)
-        .bind(job.job_id.to_string())
-        .bind(job_json)
-        .execute(tx)
-        .await?;
+    sqlx::query(
+        "UPDATE build_runs SET jobs = jsonb_set(jobs, ARRAY[$2], $3) WHERE build_run_id = $1",
+    )
+    .bind(id)
+    .bind(job.job_id.to_string())
+    .bind(job_json)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -78,7 +84,11 @@ impl Projection for BuildRunsProjection {
         aggregate_type == "BuildRun"
     }
 
-    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
         let id = event.aggregate_id.as_str();
         let at = event.recorded_at;
         match decode::<BuildRunEvent>(event)? {
@@ -90,7 +100,9 @@ impl Projection for BuildRunsProjection {
                     .execute(tx)
                     .await?;
             }
-            BuildRunEvent::BuildStarted { run, started_at, .. } => {
+            BuildRunEvent::BuildStarted {
+                run, started_at, ..
+            } => {
                 upsert_run(tx, id, &run, BuildStatus::Started, at).await?;
                 sqlx::query("UPDATE build_runs SET started_at = $2 WHERE build_run_id = $1")
                     .bind(id)

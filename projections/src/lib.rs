@@ -7,6 +7,7 @@
 
 mod builds;
 mod checkpoint;
+pub mod log;
 mod notifications;
 mod projects;
 pub mod queries;

@@ -18,7 +18,11 @@ impl Projection for NotificationsProjection {
         aggregate_type == "Notification"
     }
 
-    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
         let id = event.aggregate_id.as_str();
         let at = event.recorded_at;
         let update = |sql: &'static str| sqlx::query(sql).bind(id).bind(at);
@@ -76,13 +80,18 @@ impl Projection for NotificationsProjection {
                     .execute(tx)
                     .await?;
             }
-            NotificationEvent::Delivered { provider_message_id, .. } => {
+            NotificationEvent::Delivered {
+                provider_message_id,
+                ..
+            } => {
                 update("UPDATE notifications SET status = 'delivered', provider_message_id = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(provider_message_id)
                     .execute(tx)
                     .await?;
             }
-            NotificationEvent::AttemptFailed { failure, retry_at, .. } => {
+            NotificationEvent::AttemptFailed {
+                failure, retry_at, ..
+            } => {
                 update("UPDATE notifications SET status = 'retrying', last_error = $3, next_attempt_at = $4, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(failure.description)
                     .bind(retry_at)

@@ -72,12 +72,14 @@ impl Projection for ProjectsProjection {
                 .await?;
             }
             ProjectEvent::ProjectRenamed { name, .. } => {
-                sqlx::query("UPDATE projects SET name = $2, updated_at = $3 WHERE project_id::text = $1")
-                    .bind(&event.aggregate_id)
-                    .bind(name.as_str())
-                    .bind(at)
-                    .execute(tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE projects SET name = $2, updated_at = $3 WHERE project_id::text = $1",
+                )
+                .bind(&event.aggregate_id)
+                .bind(name.as_str())
+                .bind(at)
+                .execute(tx)
+                .await?;
             }
             ProjectEvent::WebhookSecretRotated { secret_version, .. } => {
                 sqlx::query(

@@ -182,8 +182,10 @@ pub async fn notifications_for_build(
     pool: &PgPool,
     build_run_id: &str,
 ) -> Result<Vec<NotificationView>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM notifications WHERE build_run_id = $1 ORDER BY planned_at, notification_id")
-        .bind(build_run_id)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT * FROM notifications WHERE build_run_id = $1 ORDER BY planned_at, notification_id",
+    )
+    .bind(build_run_id)
+    .fetch_all(pool)
+    .await
 }

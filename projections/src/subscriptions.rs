@@ -18,7 +18,11 @@ impl Projection for SubscriptionsProjection {
         aggregate_type == "Subscription"
     }
 
-    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
         match decode::<SubscriptionEvent>(event)? {
             SubscriptionEvent::Subscribed {
                 subscription_id,

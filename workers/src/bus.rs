@@ -51,7 +51,11 @@ impl InProcessBus {
     }
 
     /// Handle every batch published to `handler`'s group until `shutdown`.
-    pub(crate) async fn consume(&self, handler: Arc<dyn EventHandler>, shutdown: CancellationToken) {
+    pub(crate) async fn consume(
+        &self,
+        handler: Arc<dyn EventHandler>,
+        shutdown: CancellationToken,
+    ) {
         self.register(handler.group()).await;
         let receiver = {
             let mut groups = self.groups.lock().await;
@@ -61,7 +65,10 @@ impl InProcessBus {
                 .and_then(|g| g.receiver.take())
         };
         let Some(mut receiver) = receiver else {
-            tracing::error!(group = handler.group(), "consumer group already has a consumer");
+            tracing::error!(
+                group = handler.group(),
+                "consumer group already has a consumer"
+            );
             return;
         };
         loop {
@@ -98,7 +105,9 @@ impl Publisher for InProcessBus {
             .map(|g| (g.name, g.sender.clone()))
             .collect();
         if senders.is_empty() {
-            return Err(PublishError("no consumer is registered on the in-process bus".into()));
+            return Err(PublishError(
+                "no consumer is registered on the in-process bus".into(),
+            ));
         }
         let events = Arc::new(events.to_vec());
         let mut acks = Vec::with_capacity(senders.len());
@@ -114,8 +123,11 @@ impl Publisher for InProcessBus {
             acks.push((name, ack));
         }
         for (name, ack) in acks {
-            ack.await
-                .map_err(|_| PublishError(format!("consumer group {name} stopped before handling the batch")))?;
+            ack.await.map_err(|_| {
+                PublishError(format!(
+                    "consumer group {name} stopped before handling the batch"
+                ))
+            })?;
         }
         Ok(())
     }

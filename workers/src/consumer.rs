@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use domain::StoredEvent;
 use projections::Projector;
 use tokio_util::sync::CancellationToken;
@@ -69,10 +68,14 @@ impl EventHandler for ProjectionHandler {
         "projections"
     }
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
-        self.0.handle(event).await.map(|_| ()).map_err(|e| HandlerError {
-            transient: e.is_transient(),
-            message: e.to_string(),
-        })
+        self.0
+            .handle(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| HandlerError {
+                transient: e.is_transient(),
+                message: e.to_string(),
+            })
     }
 }
 
@@ -130,39 +133,10 @@ pub async fn run_consumer(
             Ok(())
         }
         Stream::Kafka(config) => {
-            let consumer = KafkaConsumer::new(&config, handler.group()).map_err(|e| e.to_string())?;
+            let consumer =
+                KafkaConsumer::new(&config, handler.group()).map_err(|e| e.to_string())?;
             consumer.run(handler, shutdown).await;
             Ok(())
-        }
-    }
-}
-
-/// An `events` row joined from the outbox (or read for a rebuild).
-#[derive(sqlx::FromRow)]
-pub(crate) struct EventRow {
-    global_seq: i64,
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    payload: serde_json::Value,
-    metadata: serde_json::Value,
-    recorded_at: DateTime<Utc>,
-}
-
-impl From<EventRow> for StoredEvent {
-    fn from(r: EventRow) -> Self {
-        Self {
-            global_seq: r.global_seq,
-            aggregate_type: r.aggregate_type,
-            aggregate_id: r.aggregate_id,
-            sequence: r.sequence,
-            event_type: r.event_type,
-            event_version: r.event_version,
-            payload: r.payload,
-            metadata: r.metadata,
-            recorded_at: r.recorded_at,
         }
     }
 }

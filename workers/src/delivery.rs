@@ -94,7 +94,12 @@ pub struct DeliveryWorker {
 }
 
 impl DeliveryWorker {
-    pub fn new(commands: Arc<Commands>, telegram: TelegramClient, max_attempts: u32, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        commands: Arc<Commands>,
+        telegram: TelegramClient,
+        max_attempts: u32,
+        wake: Arc<Notify>,
+    ) -> Self {
         Self {
             pool: commands.pool().clone(),
             commands,
@@ -127,7 +132,14 @@ impl DeliveryWorker {
                 "attempt {attempt} was interrupted before its outcome was recorded; not retried to avoid a double send"
             );
             executor
-                .execute(&id, NotificationCommand::GiveUp { reason, at: Utc::now() }, &metadata)
+                .execute(
+                    &id,
+                    NotificationCommand::GiveUp {
+                        reason,
+                        at: Utc::now(),
+                    },
+                    &metadata,
+                )
                 .await?;
             (DeliveryOutcome::DeadLettered, None)
         } else {
@@ -135,11 +147,13 @@ impl DeliveryWorker {
         };
         match retry_at {
             Some(at) => {
-                sqlx::query("UPDATE delivery_queue SET next_attempt_at = $2 WHERE notification_id = $1")
-                    .bind(notification_id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?
+                sqlx::query(
+                    "UPDATE delivery_queue SET next_attempt_at = $2 WHERE notification_id = $1",
+                )
+                .bind(notification_id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
             }
             None => {
                 sqlx::query("DELETE FROM delivery_queue WHERE notification_id = $1")
@@ -164,9 +178,17 @@ impl DeliveryWorker {
         };
         let attempt = notification.attempts + 1;
         executor
-            .execute(id, NotificationCommand::StartAttempt { at: Utc::now() }, metadata)
+            .execute(
+                id,
+                NotificationCommand::StartAttempt { at: Utc::now() },
+                metadata,
+            )
             .await?;
-        let command = match self.telegram.send_message(chat_id.get(), &notification.text).await {
+        let command = match self
+            .telegram
+            .send_message(chat_id.get(), &notification.text)
+            .await
+        {
             Ok(message_id) => NotificationCommand::RecordDelivered {
                 attempt,
                 provider_message_id: Some(message_id.to_string()),
@@ -188,7 +210,9 @@ impl DeliveryWorker {
             .rev()
             .find_map(|e| match &e.payload {
                 NotificationEvent::Delivered { .. } => Some((DeliveryOutcome::Delivered, None)),
-                NotificationEvent::DeadLettered { .. } => Some((DeliveryOutcome::DeadLettered, None)),
+                NotificationEvent::DeadLettered { .. } => {
+                    Some((DeliveryOutcome::DeadLettered, None))
+                }
                 NotificationEvent::AttemptFailed { retry_at, .. } => {
                     Some((DeliveryOutcome::RetryScheduled, *retry_at))
                 }

@@ -19,6 +19,6 @@ pub use consumer::{run_consumer, EventHandler, HandlerError, ProjectionHandler, 
 pub use delivery::{DeliveryEnqueuer, DeliveryOutcome, DeliveryWorker};
 pub use kafka::{KafkaConfig, KafkaConsumer, KafkaPublisher};
 pub use planner::Planner;
-pub use relay::{Publisher, PublishError, Relay};
+pub use relay::{PublishError, Publisher, Relay};
 pub use telegram::{TelegramClient, TelegramConfig};
 pub use template::MessageRenderer;

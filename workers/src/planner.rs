@@ -33,7 +33,10 @@ impl Planner {
     }
 
     pub fn notification_id(event: &StoredEvent, subscription_id: Uuid) -> Uuid {
-        let name = format!("{}#{}/{}", event.aggregate_id, event.sequence, subscription_id);
+        let name = format!(
+            "{}#{}/{}",
+            event.aggregate_id, event.sequence, subscription_id
+        );
         Uuid::new_v5(&NOTIFICATION_NAMESPACE, name.as_bytes())
     }
 }
@@ -52,7 +55,8 @@ impl EventHandler for Planner {
         let Some((run, verdict)) = build.verdict() else {
             return Ok(());
         };
-        let subscriptions = queries::active_subscriptions(self.commands.pool(), run.project_id).await?;
+        let subscriptions =
+            queries::active_subscriptions(self.commands.pool(), run.project_id).await?;
         if subscriptions.is_empty() {
             return Ok(());
         }
@@ -61,7 +65,10 @@ impl EventHandler for Planner {
             .telegram_build(run, verdict)
             .map_err(HandlerError::permanent)?;
         let mut metadata = Metadata::new();
-        metadata.insert("caused_by".into(), format!("{}#{}", event.aggregate_id, event.sequence));
+        metadata.insert(
+            "caused_by".into(),
+            format!("{}#{}", event.aggregate_id, event.sequence),
+        );
         for subscription in subscriptions {
             let notification_id = Self::notification_id(event, subscription.subscription_id);
             let wanted = subscription

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::StoredEvent;
+use projections::log::{EventRow, EVENT_COLUMNS};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -48,9 +49,6 @@ pub struct Relay {
     poll_interval: Duration,
 }
 
-pub(crate) const EVENT_COLUMNS: &str = "e.global_seq, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
-     e.event_version, e.payload::jsonb AS payload, e.metadata::jsonb AS metadata, e.recorded_at";
-
 impl Relay {
     pub fn new(pool: PgPool, publisher: Arc<dyn Publisher>) -> Self {
         Self {
@@ -67,10 +65,11 @@ impl Relay {
         loop {
             match self.pool.acquire().await.map(|c| c.detach()) {
                 Ok(mut conn) => {
-                    let won: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                        .bind(LEADER_LOCK)
-                        .fetch_one(&mut conn)
-                        .await;
+                    let won: Result<bool, _> =
+                        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                            .bind(LEADER_LOCK)
+                            .fetch_one(&mut conn)
+                            .await;
                     match won {
                         Ok(true) => return Some(conn),
                         Ok(false) if shutdown.is_cancelled() => return None,
@@ -89,7 +88,7 @@ impl Relay {
 
     /// Publish one batch from the outbox using the leader's connection; returns how many events moved.
     pub async fn relay_batch(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
-        let events: Vec<StoredEvent> = sqlx::query_as::<_, crate::consumer::EventRow>(&format!(
+        let events: Vec<StoredEvent> = sqlx::query_as::<_, EventRow>(&format!(
             "SELECT {EVENT_COLUMNS} FROM outbox o JOIN events e ON e.global_seq = o.global_seq
               ORDER BY o.global_seq LIMIT $1"
         ))

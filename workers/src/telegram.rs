@@ -66,13 +66,19 @@ impl TelegramClient {
             "parse_mode": "HTML",
             "link_preview_options": { "is_disabled": true },
         });
-        let response = self.http.post(url).json(&body).send().await.map_err(|e| SendFailure {
-            code: None,
-            // The URL carries the bot token: never let it into the log.
-            description: e.without_url().to_string(),
-            retryable: true,
-            retry_after_secs: None,
-        })?;
+        let response = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| SendFailure {
+                code: None,
+                // The URL carries the bot token: never let it into the log.
+                description: e.without_url().to_string(),
+                retryable: true,
+                retry_after_secs: None,
+            })?;
         let status = response.status();
         let parsed: Option<ApiResponse> = response.json().await.ok();
         match parsed {

@@ -80,7 +80,11 @@ impl MessageRenderer {
     }
 
     /// The Telegram HTML text announcing a build verdict.
-    pub fn telegram_build(&self, run: &RunInfo, verdict: &Verdict) -> Result<String, handlebars::RenderError> {
+    pub fn telegram_build(
+        &self,
+        run: &RunInfo,
+        verdict: &Verdict,
+    ) -> Result<String, handlebars::RenderError> {
         let (emoji, headline) = match (verdict.outcome, verdict.transition) {
             (_, Transition::Broken) => ("🔴", "is broken".to_owned()),
             (_, Transition::StillFailing) => (
@@ -177,11 +181,18 @@ mod tests {
             .telegram_build(&run(), &verdict(Outcome::Failed, Transition::StillFailing))
             .unwrap();
         assert!(text.contains("<b>octo-org/&lt;script&gt;</b>"), "{text}");
-        assert!(text.contains("CI &amp; deploy is still failing (2 in a row)"), "{text}");
-        assert!(text.contains("Commit: <code>3484a3f</code> fix: a &lt; b\n"), "{text}");
+        assert!(
+            text.contains("CI &amp; deploy is still failing (2 in a row)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Commit: <code>3484a3f</code> fix: a &lt; b\n"),
+            "{text}"
+        );
         assert!(text.contains("Took: 2m 5s"));
         assert!(text.contains("Failed jobs: lint"));
-        assert!(text.contains("<a href=\"https://github.com/octo-org/x/actions/runs/1\">Open run #12</a>"));
+        assert!(text
+            .contains("<a href=\"https://github.com/octo-org/x/actions/runs/1\">Open run #12</a>"));
     }
 
     #[test]

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Herald's whole test suite, from a fresh clone: installs what it lacks (tansu, a Kafka-protocol broker),
+# starts what it needs (tansu on a free port, in memory), checks formatting and lints, runs every test against
+# the real Postgres and the real broker, and stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TANSU_VERSION=0.6.0
+PG_HOST=${HERALD_TEST_PG_HOST:-127.0.0.1}
+PG_PORT=${HERALD_TEST_PG_PORT:-5432}
+export HERALD_TEST_DATABASE_URL=${HERALD_TEST_DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres}
+
+say() { printf 'test: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs), then run this again"
+
+# --- Postgres: the real server, never a mock -------------------------------------------------------------
+if ! port_open "$PG_HOST" "$PG_PORT"; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    say "Postgres is not answering on $PG_HOST:$PG_PORT; starting the local cluster"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    for _ in $(seq 1 30); do port_open "$PG_HOST" "$PG_PORT" && break; sleep 1; done
+  fi
+  port_open "$PG_HOST" "$PG_PORT" || die "no PostgreSQL on $PG_HOST:$PG_PORT: install and start PostgreSQL (trust auth for user postgres), or set HERALD_TEST_DATABASE_URL"
+fi
+if command -v psql >/dev/null; then
+  # Databases left behind by an interrupted earlier run.
+  psql "$HERALD_TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'herald_test_%'" 2>/dev/null |
+    while read -r db; do psql "$HERALD_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done
+fi
+
+# --- tansu: a Kafka-protocol broker, installed once into cargo's bin directory ----------------------------
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+TANSU="$(command -v tansu || true)"
+[ -z "$TANSU" ] && [ -x "$CARGO_BIN/tansu" ] && TANSU="$CARGO_BIN/tansu"
+if [ -z "$TANSU" ]; then
+  say "installing tansu $TANSU_VERSION (once; it compiles for 12-20 minutes on 2 cores)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+  TANSU="$CARGO_BIN/tansu"
+fi
+
+mkdir -p target
+KAFKA_PORT=""
+for _ in $(seq 1 50); do
+  candidate=$((20000 + RANDOM % 20000))
+  if ! port_open 127.0.0.1 "$candidate"; then KAFKA_PORT=$candidate; break; fi
+done
+[ -n "$KAFKA_PORT" ] || die "no free port for the broker"
+"$TANSU" broker --storage-engine memory://tansu/ \
+  --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  >target/tansu.log 2>&1 &
+TANSU_PID=$!
+trap 'kill "$TANSU_PID" 2>/dev/null || true; wait "$TANSU_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do port_open 127.0.0.1 "$KAFKA_PORT" && break; sleep 0.2; done
+port_open 127.0.0.1 "$KAFKA_PORT" || die "tansu did not start; see target/tansu.log"
+export HERALD_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+say "tansu on $HERALD_TEST_KAFKA_BROKERS, Postgres on $PG_HOST:$PG_PORT"
+
+# --- checks and tests ----------------------------------------------------------------------------------------
+cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi

@@ -1,0 +1,419 @@
+//! `spawn_app` and the typed helpers the tests read like stories with.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use herald::{Role, Running, Settings};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+use workers::{KafkaConfig, TelegramConfig};
+
+pub const BOT_TOKEN: &str = "123456:test-token";
+
+/// The server tests create their databases on (trust auth, as on the development machines).
+pub fn admin_url() -> String {
+    std::env::var("HERALD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn database_url(name: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// Kafka brokers for tests, as started by the test script.
+pub fn kafka_brokers() -> String {
+    std::env::var("HERALD_TEST_KAFKA_BROKERS").expect(
+        "HERALD_TEST_KAFKA_BROKERS is not set: run the suite with the README's test command, which starts tansu",
+    )
+}
+
+pub fn fixture(path: &str) -> Vec<u8> {
+    let file = format!(
+        "{}/../shared/fixtures/github/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&file).unwrap_or_else(|e| panic!("cannot read fixture {file}: {e}"))
+}
+
+/// A fixture with some fields changed, for scenarios the real payloads do not cover.
+pub fn fixture_with(path: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut value: Value = serde_json::from_slice(&fixture(path)).expect("fixture is JSON");
+    edit(&mut value);
+    serde_json::to_vec(&value).expect("serializes")
+}
+
+/// How the fake Telegram answers the next `sendMessage`.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Ok,
+    TooManyRequests { retry_after: u64 },
+    Blocked,
+    ChatNotFound,
+    ServerError,
+}
+
+#[derive(Clone, Debug)]
+pub struct SentMessage {
+    pub chat_id: i64,
+    pub text: String,
+    pub parse_mode: Option<String>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    calls: Vec<SentMessage>,
+    delivered: Vec<SentMessage>,
+    script: VecDeque<Reply>,
+}
+
+/// A Telegram Bot API stand-in that answers like the real one, errors included.
+#[derive(Clone)]
+pub struct FakeTelegram {
+    pub url: String,
+    state: Arc<Mutex<FakeState>>,
+}
+
+async fn fake_send_message(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(bot): Path<String>,
+    Json(body): Json<Value>,
+) -> impl IntoResponse {
+    if bot != format!("bot{BOT_TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})),
+        );
+    }
+    let message = SentMessage {
+        chat_id: body["chat_id"].as_i64().unwrap_or_default(),
+        text: body["text"].as_str().unwrap_or_default().to_owned(),
+        parse_mode: body["parse_mode"].as_str().map(str::to_owned),
+    };
+    let mut state = state.lock().unwrap();
+    state.calls.push(message.clone());
+    let reply = state.script.pop_front().unwrap_or(Reply::Ok);
+    match reply {
+        Reply::Ok => {
+            state.delivered.push(message.clone());
+            let message_id = state.delivered.len();
+            (
+                StatusCode::OK,
+                Json(
+                    json!({"ok": true, "result": {"message_id": message_id, "chat": {"id": message.chat_id}, "text": message.text}}),
+                ),
+            )
+        }
+        Reply::TooManyRequests { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(
+                json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {retry_after}"), "parameters": {"retry_after": retry_after}}),
+            ),
+        ),
+        Reply::Blocked => (
+            StatusCode::FORBIDDEN,
+            Json(
+                json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
+            ),
+        ),
+        Reply::ChatNotFound => (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"ok": false, "error_code": 400, "description": "Bad Request: chat not found"}),
+            ),
+        ),
+        Reply::ServerError => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"ok": false, "error_code": 502, "description": "Bad Gateway"})),
+        ),
+    }
+}
+
+impl FakeTelegram {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(FakeState::default()));
+        let app = Router::new()
+            .route("/{bot}/sendMessage", post(fake_send_message))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, state }
+    }
+
+    /// Answer the next calls with these replies, in order (then `Ok`).
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Every `sendMessage` call, answered or refused.
+    pub fn calls(&self) -> Vec<SentMessage> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Messages the fake accepted (what a chat would show).
+    pub fn delivered(&self) -> Vec<SentMessage> {
+        self.state.lock().unwrap().delivered.clone()
+    }
+}
+
+pub struct CreatedProject {
+    pub id: Uuid,
+    pub secret: String,
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub pool: PgPool,
+    pub telegram: FakeTelegram,
+    pub settings: Settings,
+    pub database: String,
+    running: Option<Running>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    InProcess,
+    Kafka,
+}
+
+/// A fresh database on the local server, migrated by Herald at start.
+pub async fn fresh_database() -> String {
+    let name = format!("herald_test_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url())
+        .await
+        .expect("the test Postgres is reachable (127.0.0.1:5432 or HERALD_TEST_DATABASE_URL)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    name
+}
+
+pub fn settings_for(database: &str, bus: Bus, telegram: &FakeTelegram) -> Settings {
+    let unique = Uuid::new_v4().simple().to_string();
+    Settings {
+        database_url: database_url(database),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: "http://herald.test".into(),
+        kafka: (bus == Bus::Kafka).then(|| KafkaConfig {
+            brokers: kafka_brokers(),
+            topic: format!("herald-test-{unique}"),
+            partitions: 3,
+            group_prefix: format!("herald-test-{unique}"),
+        }),
+        telegram: Some(TelegramConfig {
+            api_url: telegram.url.clone(),
+            bot_token: BOT_TOKEN.into(),
+            timeout: Duration::from_secs(5),
+        }),
+        max_delivery_attempts: 3,
+    }
+}
+
+/// Herald all-in-one on a fresh database.
+pub async fn spawn_app(bus: Bus) -> TestApp {
+    spawn_app_with(bus, &Role::ALL).await
+}
+
+/// Herald with only `roles` running (the API is always started, on a free port).
+pub async fn spawn_app_with(bus: Bus, roles: &[Role]) -> TestApp {
+    let telegram = FakeTelegram::start().await;
+    let database = fresh_database().await;
+    let settings = settings_for(&database, bus, &telegram);
+    let mut roles = roles.to_vec();
+    if !roles.contains(&Role::Api) {
+        roles.push(Role::Api);
+    }
+    let running = herald::start(&settings, &roles)
+        .await
+        .expect("herald starts");
+    let pool = herald::connect(&settings.database_url).await.unwrap();
+    TestApp {
+        addr: running.api_addr.expect("api runs"),
+        http: reqwest::Client::new(),
+        pool,
+        telegram,
+        settings,
+        database,
+        running: Some(running),
+    }
+}
+
+/// Poll `check` until it holds or `timeout` passes; panics with `what` on timeout.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn create_project(&self, name: &str) -> CreatedProject {
+        let response = self
+            .post_json("/api/v1/projects", json!({ "name": name }))
+            .await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        CreatedProject {
+            id: body["project_id"].as_str().unwrap().parse().unwrap(),
+            secret: body["webhook_secret"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// POST a GitHub delivery signed with the project's secret, as GitHub would.
+    pub async fn post_github(
+        &self,
+        project: &CreatedProject,
+        event: &str,
+        body: &[u8],
+        delivery: &str,
+    ) -> reqwest::Response {
+        let signature = commands::signature::sign_github(&project.secret, body);
+        self.post_github_signed(project.id, event, body, delivery, Some(&signature))
+            .await
+    }
+
+    pub async fn post_github_signed(
+        &self,
+        project_id: Uuid,
+        event: &str,
+        body: &[u8],
+        delivery: &str,
+        signature: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/api/v1/webhooks/github/{project_id}")))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("user-agent", "GitHub-Hookshot/test")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn subscribe(
+        &self,
+        project: Uuid,
+        chat_id: i64,
+        outcomes: Option<Vec<&str>>,
+    ) -> Uuid {
+        let mut body = json!({ "project_id": project, "chat_id": chat_id });
+        if let Some(outcomes) = outcomes {
+            body["outcomes"] = json!(outcomes);
+        }
+        let response = self.post_json("/api/v1/subscriptions", body).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        let id: Uuid = body["subscription_id"].as_str().unwrap().parse().unwrap();
+        // The planner reads the subscriptions read model: wait until it has the new row.
+        let pool = self.pool.clone();
+        wait_until(
+            "the subscription is projected",
+            Duration::from_secs(10),
+            || {
+                let pool = pool.clone();
+                async move {
+                    projections::queries::subscription(&pool, id)
+                        .await
+                        .unwrap()
+                        .is_some()
+                }
+            },
+        )
+        .await;
+        id
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// Events in the log, all aggregates.
+    pub async fn event_count(&self) -> i64 {
+        self.count("SELECT count(*) FROM events").await
+    }
+
+    /// Wait until every committed event went through the stream and every queued notification was handled.
+    pub async fn drain(&self) {
+        let pool = self.pool.clone();
+        wait_until("outbox and delivery queue drain", Duration::from_secs(20), || {
+            let pool = pool.clone();
+            async move {
+                let pending: i64 = sqlx::query_scalar(
+                    "SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM delivery_queue WHERE next_attempt_at <= now())",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                let unprojected: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT aggregate_type, aggregate_id, max(sequence) AS last FROM events GROUP BY 1, 2) e
+                      WHERE NOT EXISTS (SELECT 1 FROM projection_checkpoints c WHERE c.aggregate_type = e.aggregate_type
+                                        AND c.aggregate_id = e.aggregate_id AND c.last_sequence = e.last)",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                pending == 0 && unprojected == 0
+            }
+        })
+        .await;
+    }
+
+    /// Stop Herald and drop the test database.
+    pub async fn finish(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+        self.pool.close().await;
+        drop_database(&self.database).await;
+    }
+}
+
+pub async fn drop_database(name: &str) {
+    if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+}

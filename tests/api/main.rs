@@ -1,0 +1,11 @@
+//! Herald's integration tests: one binary, real Postgres, real Kafka-protocol broker (tansu, started by the
+//! test script), fake Telegram over HTTP. Each test gets its own database, topic and consumer groups.
+
+mod helpers;
+
+mod pipeline;
+mod projections_idempotence;
+mod projects;
+mod relay;
+mod subscriptions;
+mod webhooks;

@@ -1,0 +1,360 @@
+//! End to end: webhook → event log → stream → planner → Telegram, through Kafka and through the in-process bus,
+//! and what delivery does when Telegram says no.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::Role;
+use serde_json::Value;
+
+use crate::helpers::{
+    fixture, fixture_with, spawn_app, spawn_app_with, wait_until, Bus, Reply, TestApp,
+};
+
+async fn wait_for_messages(app: &TestApp, n: usize) {
+    let telegram = app.telegram.clone();
+    wait_until(
+        &format!("{n} message(s) reach Telegram"),
+        Duration::from_secs(20),
+        || {
+            let telegram = telegram.clone();
+            async move { telegram.delivered().len() >= n }
+        },
+    )
+    .await;
+}
+
+async fn a_completed_run_for_a_subscribed_project_sends_exactly_one_message(bus: Bus) {
+    let app = spawn_app(bus).await;
+    let project = app.create_project("e2e").await;
+    app.subscribe(project.id, 4242, None).await;
+    let posted = Instant::now();
+    let response = app
+        .post_github(
+            &project,
+            "workflow_run",
+            &fixture("workflow_run/completed.payload.json"),
+            "e2e-1",
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    wait_for_messages(&app, 1).await;
+    println!(
+        "webhook to sendMessage ({}): {:?}",
+        if bus == Bus::Kafka {
+            "kafka"
+        } else {
+            "in-process"
+        },
+        posted.elapsed()
+    );
+    app.drain().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls = app.telegram.calls();
+    assert_eq!(calls.len(), 1, "exactly one sendMessage");
+    let message = &calls[0];
+    assert_eq!(message.chat_id, 4242);
+    assert_eq!(message.parse_mode.as_deref(), Some("HTML"));
+    for needle in ["octo-org/octo-repo", "master", "test", "succeeded"] {
+        assert!(
+            message.text.contains(needle),
+            "{needle:?} missing from {:?}",
+            message.text
+        );
+    }
+    let build_run_id: String = sqlx::query_scalar("SELECT build_run_id FROM build_runs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let notifications = projections::queries::notifications_for_build(&app.pool, &build_run_id)
+        .await
+        .unwrap();
+    assert_eq!(notifications.len(), 1);
+    assert_eq!(notifications[0].status, "delivered");
+    assert_eq!(notifications[0].provider_message_id.as_deref(), Some("1"));
+    let trail: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_type = 'Notification' ORDER BY global_seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        trail,
+        ["NotificationPlanned", "AttemptStarted", "Delivered"]
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_completed_run_reaches_telegram_once_through_kafka() {
+    a_completed_run_for_a_subscribed_project_sends_exactly_one_message(Bus::Kafka).await;
+}
+
+#[tokio::test]
+async fn a_completed_run_reaches_telegram_once_through_the_in_process_bus() {
+    a_completed_run_for_a_subscribed_project_sends_exactly_one_message(Bus::InProcess).await;
+}
+
+/// Not a speed test (nothing is asserted about time): it prints the rate it saw, for the record.
+async fn many_runs_all_arrive(bus: Bus) {
+    const RUNS: i64 = 100;
+    let app = spawn_app(bus).await;
+    let project = app.create_project("busy").await;
+    app.subscribe(project.id, 77, Some(vec!["failed"])).await;
+    let before = app.event_count().await;
+    let started = Instant::now();
+    let project = Arc::new(project);
+    for chunk in (0..RUNS).collect::<Vec<_>>().chunks(10) {
+        let posts = chunk.iter().map(|&i| {
+            let body = fixture_with("workflow_run/completed.payload.json", |v| {
+                v["workflow_run"]["id"] = (1000 + i).into();
+                v["workflow_run"]["conclusion"] = "failure".into();
+            });
+            let (app, project) = (&app, project.clone());
+            async move {
+                app.post_github(&project, "workflow_run", &body, &format!("busy-{i}"))
+                    .await
+                    .status()
+            }
+        });
+        for status in futures::future::join_all(posts).await {
+            assert_eq!(status, 202);
+        }
+    }
+    wait_for_messages(&app, RUNS as usize).await;
+    app.drain().await;
+    let elapsed = started.elapsed();
+    let events = app.event_count().await - before;
+    println!(
+        "end to end ({}): {RUNS} failed runs, {events} events through the pipeline in {elapsed:?} = {:.0} events/s",
+        if bus == Bus::Kafka { "kafka" } else { "in-process" },
+        events as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(app.telegram.calls().len(), RUNS as usize);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_hundred_runs_all_reach_telegram_through_kafka() {
+    many_runs_all_arrive(Bus::Kafka).await;
+}
+
+#[tokio::test]
+async fn a_hundred_runs_all_reach_telegram_through_the_in_process_bus() {
+    many_runs_all_arrive(Bus::InProcess).await;
+}
+
+async fn notification_status(app: &TestApp) -> Value {
+    let row: (String, i32, Option<String>) =
+        sqlx::query_as("SELECT status, attempts, reason FROM notifications")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    serde_json::json!({ "status": row.0, "attempts": row.1, "reason": row.2 })
+}
+
+#[tokio::test]
+async fn telegram_rate_limits_and_outages_are_retried_until_delivered() {
+    let app = spawn_app(Bus::InProcess).await;
+    app.telegram.script([
+        Reply::TooManyRequests { retry_after: 1 },
+        Reply::ServerError,
+    ]);
+    let project = app.create_project("flaky provider").await;
+    app.subscribe(project.id, 9, None).await;
+    app.post_github(
+        &project,
+        "workflow_run",
+        &fixture("workflow_run/completed.payload.json"),
+        "rl-1",
+    )
+    .await;
+    let pool = app.pool.clone();
+    wait_until(
+        "the notification is delivered",
+        Duration::from_secs(20),
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM notifications WHERE status = 'delivered'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                    == 1
+            }
+        },
+    )
+    .await;
+    assert_eq!(app.telegram.calls().len(), 3);
+    assert_eq!(app.telegram.delivered().len(), 1);
+    assert_eq!(notification_status(&app).await["attempts"], 3);
+    let waits: Vec<(Option<chrono::DateTime<chrono::Utc>>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT (payload::jsonb -> 'AttemptFailed' ->> 'retry_at')::timestamptz, recorded_at FROM events
+          WHERE event_type = 'AttemptFailed' ORDER BY global_seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(waits.len(), 2);
+    assert!(
+        waits[0].0.unwrap() - waits[0].1 >= chrono::Duration::milliseconds(900),
+        "429 retry_after is honoured"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_blocked_bot_or_unknown_chat_is_dead_lettered_without_retries() {
+    for (reply, reason) in [
+        (Reply::Blocked, "blocked"),
+        (Reply::ChatNotFound, "chat not found"),
+    ] {
+        let app = spawn_app(Bus::InProcess).await;
+        app.telegram.script([reply]);
+        let project = app.create_project("unreachable").await;
+        app.subscribe(project.id, 10, None).await;
+        app.post_github(
+            &project,
+            "workflow_run",
+            &fixture("workflow_run/completed.payload.json"),
+            "b-1",
+        )
+        .await;
+        let pool = app.pool.clone();
+        wait_until(
+            "the notification is dead-lettered",
+            Duration::from_secs(20),
+            || {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT count(*) FROM notifications WHERE status = 'dead_lettered'",
+                    )
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                        == 1
+                }
+            },
+        )
+        .await;
+        assert_eq!(app.telegram.calls().len(), 1);
+        let status = notification_status(&app).await;
+        assert!(
+            status["reason"].as_str().unwrap().contains(reason),
+            "{status}"
+        );
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unwanted_outcome_is_suppressed_with_a_reason() {
+    let app = spawn_app(Bus::InProcess).await;
+    let project = app.create_project("quiet").await;
+    app.subscribe(project.id, 11, Some(vec!["failed", "fixed"]))
+        .await;
+    app.post_github(
+        &project,
+        "workflow_run",
+        &fixture("workflow_run/completed.payload.json"),
+        "q-1",
+    )
+    .await;
+    app.drain().await;
+    let status = notification_status(&app).await;
+    assert_eq!(status["status"], "suppressed");
+    assert_eq!(status["reason"], "outcome_not_subscribed");
+    assert!(app.telegram.calls().is_empty());
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_verdict_planned_twice_is_sent_once() {
+    let app = spawn_app(Bus::InProcess).await;
+    let project = app.create_project("replayed").await;
+    app.subscribe(project.id, 12, None).await;
+    app.post_github(
+        &project,
+        "workflow_run",
+        &fixture("workflow_run/completed.payload.json"),
+        "p-1",
+    )
+    .await;
+    wait_for_messages(&app, 1).await;
+    app.drain().await;
+    // The stream redelivers the verdict (a consumer restarted before committing its offset).
+    let commands = Arc::new(commands::Commands::new(app.pool.clone()));
+    let planner = workers::Planner::new(commands);
+    let verdict = projections::log::read_all(&app.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event_type == "BuildSucceeded")
+        .unwrap();
+    use workers::EventHandler;
+    planner.handle(&verdict).await.unwrap();
+    planner.handle(&verdict).await.unwrap();
+    app.drain().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.telegram.calls().len(), 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'NotificationPlanned'")
+            .await,
+        1
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn an_attempt_interrupted_mid_send_is_dead_lettered_not_sent_again() {
+    let app = spawn_app_with(Bus::InProcess, &[Role::Api, Role::Projections]).await;
+    let commands = Arc::new(commands::Commands::new(app.pool.clone()));
+    let id = uuid::Uuid::new_v4();
+    let metadata = commands::Metadata::new();
+    let plan = domain::NotificationCommand::Plan {
+        notification_id: id,
+        build_run_id: "b".into(),
+        project_id: uuid::Uuid::new_v4(),
+        subscription_id: uuid::Uuid::new_v4(),
+        channel: domain::Channel::Telegram {
+            chat_id: domain::ChatId::parse(5).unwrap(),
+        },
+        text: "hello".into(),
+        at: chrono::Utc::now(),
+    };
+    commands
+        .notifications()
+        .execute(&id.to_string(), plan, &metadata)
+        .await
+        .unwrap();
+    // A worker started attempt 1, then died before it could record what Telegram said.
+    let start = domain::NotificationCommand::StartAttempt {
+        at: chrono::Utc::now(),
+    };
+    commands
+        .notifications()
+        .execute(&id.to_string(), start, &metadata)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO delivery_queue (notification_id, next_attempt_at) VALUES ($1, now())")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let client = workers::TelegramClient::new(app.settings.telegram.clone().unwrap()).unwrap();
+    let worker =
+        workers::DeliveryWorker::new(commands, client, 3, Arc::new(tokio::sync::Notify::new()));
+    assert_eq!(
+        worker.try_deliver_next().await.unwrap(),
+        workers::DeliveryOutcome::DeadLettered
+    );
+    assert_eq!(
+        worker.try_deliver_next().await.unwrap(),
+        workers::DeliveryOutcome::Idle
+    );
+    assert!(app.telegram.calls().is_empty());
+    app.finish().await;
+}
