@@ -62,15 +62,29 @@ pub async fn read_after(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
-/// Every committed event, in global order.
+/// Every event committed when the call starts, in global order.
+///
+/// One REPEATABLE READ snapshot for all pages: within a single snapshot nothing can commit "behind" a page
+/// already read, so no xmin filter is needed (and none is wanted: unrelated long transactions anywhere in the
+/// cluster would hold the newest events back).
 pub async fn read_all(pool: &PgPool) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let mut events = Vec::new();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let mut events: Vec<StoredEvent> = Vec::new();
     loop {
-        let after = events.last().map_or(0, |e: &StoredEvent| e.global_seq);
-        let batch = read_after(pool, after, 1000).await?;
-        if batch.is_empty() {
+        let after = events.last().map_or(0, |e| e.global_seq);
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.global_seq > $1 ORDER BY e.global_seq LIMIT 1000"
+        ))
+        .bind(after)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
             return Ok(events);
         }
-        events.extend(batch);
+        events.extend(rows.into_iter().map(StoredEvent::from));
     }
 }
