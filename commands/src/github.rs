@@ -302,7 +302,7 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> Vec<u8> {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/github/");
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/github/");
         std::fs::read(format!("{root}{path}")).expect("fixture exists")
     }
 

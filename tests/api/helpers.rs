@@ -40,7 +40,7 @@ pub fn kafka_brokers() -> String {
 
 pub fn fixture(path: &str) -> Vec<u8> {
     let file = format!(
-        "{}/../shared/fixtures/github/{path}",
+        "{}/tests/fixtures/github/{path}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&file).unwrap_or_else(|e| panic!("cannot read fixture {file}: {e}"))
