@@ -34,6 +34,10 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Self::NotFound(_) | Self::RouteNotFound => {

@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/v1/projects/{id}/secret", post(rotate_secret))
         .route("/api/v1/projects/{id}/builds", get(builds))
+        .route("/api/v1/projects/{id}/deliveries", get(deliveries))
 }
 
 #[derive(Deserialize)]
@@ -50,10 +51,27 @@ struct ProjectBody {
 }
 
 fn webhook_url(state: &AppState, project_id: Uuid) -> String {
+    webhook_url_for(state, "github", project_id)
+}
+
+fn webhook_url_for(state: &AppState, provider: &str, project_id: Uuid) -> String {
     format!(
-        "{}/api/v1/webhooks/github/{project_id}",
+        "{}/api/v1/webhooks/{provider}/{project_id}",
         state.public_url.trim_end_matches('/')
     )
+}
+
+/// The webhook URL for every provider Herald accepts.
+fn webhook_urls(state: &AppState, project_id: Uuid) -> serde_json::Map<String, serde_json::Value> {
+    commands::providers::Provider::ALL
+        .iter()
+        .map(|p| {
+            (
+                p.as_str().to_owned(),
+                json!(webhook_url_for(state, p.as_str(), project_id)),
+            )
+        })
+        .collect()
 }
 
 impl ProjectBody {
@@ -116,6 +134,7 @@ async fn create(
         "project_id": project_id,
         "name": name.as_str(),
         "webhook_url": webhook_url(&state, project_id),
+        "webhook_urls": webhook_urls(&state, project_id),
         "webhook_secret": secret,
         "archived": false,
     });
@@ -227,6 +246,19 @@ async fn builds(
     let page = paging.page()?;
     find(&state, id).await?;
     let items = queries::builds(&state.pool, id, page).await?;
+    Ok(axum::Json(
+        json!({ "items": items, "limit": page.limit, "offset": page.offset }),
+    ))
+}
+
+async fn deliveries(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    Query(paging): Query<Paging>,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = paging.page()?;
+    find(&state, id).await?;
+    let items = commands::deliveries::recent(&state.pool, id, page.limit, page.offset).await?;
     Ok(axum::Json(
         json!({ "items": items, "limit": page.limit, "offset": page.offset }),
     ))

@@ -4,14 +4,14 @@
 //! Everything that changes state goes through here and ends as events in the log; this crate never writes a
 //! read model.
 
+pub mod deliveries;
 mod error;
 mod executor;
-pub mod github;
 mod history;
 mod migrate;
+pub mod providers;
 mod secrets;
 mod service;
-pub mod signature;
 
 pub use error::CommandError;
 pub use executor::Executor;

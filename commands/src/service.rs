@@ -24,6 +24,8 @@ pub struct RecordedBuild {
     pub build_run_id: String,
     /// Types of the events committed; empty when the delivery changed nothing (seen before, or stale).
     pub events: Vec<String>,
+    /// Nothing was recorded because this delivery id was recorded before.
+    pub duplicate: bool,
 }
 
 pub struct Commands {
@@ -176,17 +178,26 @@ impl Commands {
         metadata: &Metadata,
     ) -> Result<RecordedBuild, CommandError> {
         let build_run_id = event.run.build_run_id();
+        let command = BuildRunCommand::Record {
+            event,
+            delivery_id: delivery_id.clone(),
+        };
         let events = self
             .builds
-            .execute(
-                &build_run_id,
-                BuildRunCommand::Record { event, delivery_id },
-                metadata,
-            )
+            .execute(&build_run_id, command, metadata)
             .await?;
+        // Only on the no-change path: tell a redelivery from a stale event for the delivery log.
+        let duplicate = events.is_empty()
+            && self
+                .builds
+                .load(&build_run_id)
+                .await?
+                .deliveries
+                .contains(&delivery_id);
         Ok(RecordedBuild {
             build_run_id,
             events: events.iter().map(|e| e.payload.event_type()).collect(),
+            duplicate,
         })
     }
 

@@ -17,8 +17,18 @@ pub struct RunInfo {
     pub repository: String,
     pub workflow: String,
     pub branch: Option<String>,
-    /// The provider's id of the run; stable across re-run attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequest>,
+    /// The provider's number for the run, stable across re-run attempts and increasing over time: Herald orders
+    /// runs by it to find "the previous run" of a workflow on a branch.
     pub run_id: i64,
+    /// The provider's own identity of the run, where `run_id` alone does not tell runs apart (CircleCI: several
+    /// workflows share one pipeline number; commit statuses have no run at all). Added in event version 1.0
+    /// as an optional field, so events written without it still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_key: Option<String>,
     /// The provider's human-facing run number, where it has one.
     pub run_number: Option<i64>,
     /// Re-runs are new attempts of the same run, each its own `BuildRun`.
@@ -33,11 +43,25 @@ impl RunInfo {
     /// The `BuildRun` aggregate id: provider + repository + run id + attempt, scoped to the project so two
     /// projects fed by the same repository keep separate histories.
     pub fn build_run_id(&self) -> String {
-        format!(
-            "{}:{}:{}:{}:{}",
-            self.project_id, self.provider, self.repository, self.run_id, self.attempt
-        )
+        match &self.run_key {
+            Some(key) => format!(
+                "{}:{}:{}:{}:{}",
+                self.project_id, self.provider, self.repository, key, self.attempt
+            ),
+            None => format!(
+                "{}:{}:{}:{}:{}",
+                self.project_id, self.provider, self.repository, self.run_id, self.attempt
+            ),
+        }
     }
+}
+
+/// The pull or merge request a run belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub number: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A job inside a run, as far as the provider told us.
@@ -50,6 +74,9 @@ pub struct JobReport {
     pub runner: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// As the provider reports it, or derived from the start and completion times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<i64>,
     /// Names of the steps that failed, in order.
     pub failed_steps: Vec<String>,
 }

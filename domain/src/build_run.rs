@@ -376,6 +376,9 @@ mod tests {
             repository: "octo-org/octo-repo".into(),
             workflow: "test".into(),
             branch: Some("main".into()),
+            tag: None,
+            pull_request: None,
+            run_key: None,
             run_id: 42,
             run_number: Some(7),
             attempt: 1,
@@ -510,6 +513,7 @@ mod tests {
             runner: None,
             started_at: Some(at(3)),
             completed_at: None,
+            duration_secs: None,
             failed_steps: vec![],
         };
         let events = given(None)

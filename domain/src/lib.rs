@@ -17,7 +17,7 @@ mod stored_event;
 mod subscription;
 mod values;
 
-pub use build::{BuildEvent, BuildScope, JobReport, RunInfo};
+pub use build::{BuildEvent, BuildScope, JobReport, PullRequest, RunInfo};
 pub use build_run::{
     BuildHistory, BuildRun, BuildRunCommand, BuildRunError, BuildRunEvent, NoHistory, PreviousRun,
     Verdict,

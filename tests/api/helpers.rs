@@ -305,7 +305,7 @@ impl TestApp {
         body: &[u8],
         delivery: &str,
     ) -> reqwest::Response {
-        let signature = commands::signature::sign_github(&project.secret, body);
+        let signature = commands::providers::sign(&project.secret, body);
         self.post_github_signed(project.id, event, body, delivery, Some(&signature))
             .await
     }

@@ -135,14 +135,11 @@ async fn a_wrong_or_missing_signature_is_refused_with_401_and_records_nothing() 
         ("missing", None),
         (
             "wrong secret",
-            Some(commands::signature::sign_github("not-the-secret", &body)),
+            Some(commands::providers::sign("not-the-secret", &body)),
         ),
         (
             "another body",
-            Some(commands::signature::sign_github(
-                &project.secret,
-                &other_body,
-            )),
+            Some(commands::providers::sign(&project.secret, &other_body)),
         ),
         ("sha1 form", Some("sha1=0123456789abcdef".to_owned())),
         ("not hex", Some("sha256=zzzz".to_owned())),
@@ -188,8 +185,8 @@ async fn the_same_delivery_posted_twice_records_one_set_of_events() {
         .await;
     assert_eq!(second.status(), 202);
     let second: Value = second.json().await.unwrap();
-    assert_eq!(first["status"], "recorded");
-    assert_eq!(second["status"], "no_change");
+    assert_eq!(first["status"], "accepted");
+    assert_eq!(second["status"], "duplicate");
     assert_eq!(second["recorded_events"], serde_json::json!([]));
     assert_eq!(app.event_count().await, before);
     app.finish().await;
@@ -228,7 +225,7 @@ async fn bad_deliveries_get_clear_errors_and_record_nothing() {
     );
 
     let body = fixture("workflow_run/completed.payload.json");
-    let signature = commands::signature::sign_github(&project.secret, &body);
+    let signature = commands::providers::sign(&project.secret, &body);
     let no_event = app
         .http
         .post(app.url(&format!("/api/v1/webhooks/github/{}", project.id)))
@@ -290,7 +287,7 @@ async fn a_late_in_progress_after_completion_changes_nothing() {
         .json()
         .await
         .unwrap();
-    assert_eq!(response["status"], "no_change");
+    assert_eq!(response["status"], "stale");
     app.drain().await;
     let row = projections::queries::build(&app.pool, response["build_run_id"].as_str().unwrap())
         .await
