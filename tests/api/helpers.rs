@@ -38,11 +38,14 @@ pub fn kafka_brokers() -> String {
     )
 }
 
+/// A GitHub fixture (`tests/fixtures/github/<path>`).
 pub fn fixture(path: &str) -> Vec<u8> {
-    let file = format!(
-        "{}/tests/fixtures/github/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    any_fixture(&format!("github/{path}"))
+}
+
+/// Any provider's fixture (`tests/fixtures/<path>`).
+pub fn any_fixture(path: &str) -> Vec<u8> {
+    let file = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&file).unwrap_or_else(|e| panic!("cannot read fixture {file}: {e}"))
 }
 
@@ -328,6 +331,26 @@ impl TestApp {
             .body(body.to_vec());
         if let Some(signature) = signature {
             request = request.header("x-hub-signature-256", signature);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// POST a delivery to any provider's webhook URL with the given headers and query string.
+    pub async fn post_webhook(
+        &self,
+        provider: &str,
+        project_id: Uuid,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/api/v1/webhooks/{provider}/{project_id}{query}")))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         request.send().await.unwrap()
     }

@@ -6,6 +6,7 @@ mod helpers;
 mod pipeline;
 mod projections_idempotence;
 mod projects;
+mod providers;
 mod relay;
 mod subscriptions;
 mod webhooks;

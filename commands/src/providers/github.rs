@@ -736,4 +736,122 @@ mod tests {
             Normalized::Ignored { .. }
         ));
     }
+
+    #[test]
+    fn every_checks_status_and_deployment_fixture_normalizes() {
+        let root = format!("{}/../tests/fixtures/github", env!("CARGO_MANIFEST_DIR"));
+        let mut seen = 0;
+        for event in [
+            "check_suite",
+            "check_run",
+            "status",
+            "deployment_status",
+            "workflow_job",
+            "workflow_run",
+        ] {
+            for entry in std::fs::read_dir(format!("{root}/{event}")).unwrap() {
+                let path = entry.unwrap().path();
+                let body = std::fs::read(&path).unwrap();
+                let normalized = normalize(Uuid::nil(), event, &body, Utc::now())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let Normalized::Build(build) = normalized else {
+                    panic!("{}: expected a build", path.display())
+                };
+                assert!(!build.run.repository.is_empty());
+                assert!(!build.run.workflow.is_empty());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 28, "{seen} fixtures");
+    }
+
+    #[test]
+    fn a_completed_check_suite_is_a_run_named_after_its_app() {
+        let event = build("check_suite", "check_suite/completed.payload.json");
+        assert!(matches!(
+            event.scope,
+            BuildScope::Run {
+                status: BuildStatus::Completed,
+                outcome: Some(_),
+                ..
+            }
+        ));
+        assert_ne!(event.run.workflow, "checks");
+    }
+
+    #[test]
+    fn a_check_run_is_a_job_of_its_suite() {
+        let event = build("check_run", "check_run/completed.payload.json");
+        let BuildScope::Job(job) = &event.scope else {
+            panic!("a job")
+        };
+        assert_eq!(job.status, BuildStatus::Completed);
+        let suite = build("check_suite", "check_suite/completed.payload.json");
+        assert_eq!(event.run.repository, suite.run.repository);
+    }
+
+    #[test]
+    fn a_commit_status_is_a_run_per_commit_and_context() {
+        let event = build("status", "status/payload.json");
+        assert!(event
+            .run
+            .run_key
+            .as_deref()
+            .is_some_and(|k| k.contains(':')));
+        assert_eq!(event.run.workflow, "default");
+        for (state, outcome) in [
+            ("success", Some(Outcome::Succeeded)),
+            ("failure", Some(Outcome::Failed)),
+            ("error", Some(Outcome::Failed)),
+            ("pending", None),
+        ] {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&fixture("github/status/payload.json")).unwrap();
+            value["state"] = state.into();
+            let Normalized::Build(b) = normalize(
+                Uuid::nil(),
+                "status",
+                value.to_string().as_bytes(),
+                Utc::now(),
+            )
+            .unwrap() else {
+                panic!("a build")
+            };
+            assert!(
+                matches!(b.scope, BuildScope::Run { outcome: o, .. } if o == outcome),
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn deployments_are_runs_of_deploy_to_environment() {
+        let event = build("deployment_status", "deployment_status/payload.json");
+        assert!(
+            event.run.workflow.starts_with("deploy to "),
+            "{}",
+            event.run.workflow
+        );
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&fixture("github/deployment_status/payload.json")).unwrap();
+        value["deployment_status"]["state"] = "inactive".into();
+        assert!(matches!(
+            normalize(
+                Uuid::nil(),
+                "deployment_status",
+                value.to_string().as_bytes(),
+                Utc::now()
+            )
+            .unwrap(),
+            Normalized::Ignored { .. }
+        ));
+        value["deployment_status"]["state"] = "exploded".into();
+        assert!(normalize(
+            Uuid::nil(),
+            "deployment_status",
+            value.to_string().as_bytes(),
+            Utc::now()
+        )
+        .is_err());
+    }
 }

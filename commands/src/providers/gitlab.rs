@@ -357,4 +357,43 @@ mod tests {
         );
         assert_eq!(path_from_url("https://gitlab.example"), None);
     }
+
+    fn build(event: &str, path: &str) -> BuildEvent {
+        let body = super::super::test_support::fixture(&format!("gitlab/{path}"));
+        match normalize(Uuid::nil(), event, &body, Utc::now()).unwrap() {
+            Normalized::Build(b) => *b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_documented_pipeline_hook_is_a_run() {
+        let event = build("Pipeline Hook", "pipeline.payload.json");
+        assert_eq!(event.run.provider, "gitlab");
+        assert_eq!(event.run.workflow, "pipeline");
+        assert!(!event.run.repository.is_empty());
+        assert!(event.run.branch.is_some() || event.run.tag.is_some());
+        assert!(matches!(event.scope, BuildScope::Run { .. }));
+    }
+
+    #[test]
+    fn the_documented_job_hook_is_a_job_of_its_pipeline() {
+        let event = build("Job Hook", "job.payload.json");
+        let BuildScope::Job(job) = &event.scope else {
+            panic!("a job")
+        };
+        assert!(!job.name.is_empty());
+        let body = super::super::test_support::fixture("gitlab/job.payload.json");
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(event.run.run_id, value["pipeline_id"].as_i64().unwrap());
+    }
+
+    #[test]
+    fn other_gitlab_events_are_ignored_but_must_be_json() {
+        assert!(matches!(
+            normalize(Uuid::nil(), "Push Hook", b"{}", Utc::now()).unwrap(),
+            Normalized::Ignored { .. }
+        ));
+        assert!(normalize(Uuid::nil(), "Push Hook", b"{", Utc::now()).is_err());
+    }
 }
