@@ -355,3 +355,36 @@ async fn consecutive_runs_say_broken_still_failing_and_fixed() {
     assert_eq!(project_view["success_rate"], 0.4);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_rerun_is_a_new_attempt_of_the_same_run_and_can_fix_it() {
+    let app = spawn_app(Bus::InProcess).await;
+    let project = app.create_project("reruns").await;
+    let attempt = |n: i64, conclusion: &'static str| {
+        fixture_with("workflow_run/completed.payload.json", move |v| {
+            v["workflow_run"]["run_attempt"] = n.into();
+            v["workflow_run"]["conclusion"] = conclusion.into();
+        })
+    };
+    let first: Value = app
+        .post_github(&project, "workflow_run", &attempt(1, "failure"), "a-1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Value = app
+        .post_github(&project, "workflow_run", &attempt(2, "success"), "a-2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(first["build_run_id"], second["build_run_id"]);
+    app.drain().await;
+    let rerun = projections::queries::build(&app.pool, second["build_run_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((rerun.run_id, rerun.attempt), (289782451, 2));
+    assert_eq!(rerun.transition.as_deref(), Some("fixed"));
+    app.finish().await;
+}

@@ -222,4 +222,34 @@ mod tests {
             assert!(error.contains(field), "{field}: {error}");
         }
     }
+
+    #[test]
+    fn the_published_schema_lists_exactly_the_statuses_herald_accepts() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/generic-webhook.schema.json"
+        );
+        let schema: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let statuses = schema["properties"]["status"]["enum"].as_array().unwrap();
+        for status in statuses {
+            assert!(
+                herald_status(status.as_str().unwrap()).is_some(),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            statuses,
+            schema["properties"]["job"]["properties"]["status"]["enum"]
+                .as_array()
+                .unwrap()
+        );
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(required, ["repository", "workflow", "run_id", "status"]);
+    }
 }
