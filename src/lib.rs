@@ -2,6 +2,8 @@
 //! relay, projections, planner, delivery) in this process. `herald run` starts them all; the distributed
 //! commands start one each. Tests start exactly the roles they need.
 
+pub mod ops;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

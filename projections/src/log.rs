@@ -62,29 +62,55 @@ pub async fn read_after(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
-/// Every event committed when the call starts, in global order.
+/// Reads the log in global order from one REPEATABLE READ snapshot, page by page.
 ///
-/// One REPEATABLE READ snapshot for all pages: within a single snapshot nothing can commit "behind" a page
-/// already read, so no xmin filter is needed (and none is wanted: unrelated long transactions anywhere in the
-/// cluster would hold the newest events back).
-pub async fn read_all(pool: &PgPool) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let mut events: Vec<StoredEvent> = Vec::new();
-    loop {
-        let after = events.last().map_or(0, |e| e.global_seq);
+/// Within a single snapshot nothing can commit "behind" a page already read, so no xmin filter is needed (and
+/// none is wanted: unrelated long transactions anywhere in the cluster would hold the newest events back). The
+/// snapshot is of the moment the cursor opens: events committed later are for the next reader.
+pub struct LogCursor {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    after: i64,
+}
+
+impl LogCursor {
+    pub async fn open(pool: &PgPool, after: i64) -> Result<Self, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(Self { tx, after })
+    }
+
+    /// The next page, empty at the end of the snapshot.
+    pub async fn next_batch(&mut self, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let rows: Vec<EventRow> = sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.global_seq > $1 ORDER BY e.global_seq LIMIT 1000"
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.global_seq > $1 ORDER BY e.global_seq LIMIT $2"
         ))
-        .bind(after)
-        .fetch_all(&mut *tx)
+        .bind(self.after)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
         .await?;
-        if rows.is_empty() {
-            tx.commit().await?;
+        if let Some(last) = rows.last() {
+            self.after = last.global_seq;
+        }
+        Ok(rows.into_iter().map(StoredEvent::from).collect())
+    }
+
+    pub async fn close(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+/// Every event committed when the call starts, in global order.
+pub async fn read_all(pool: &PgPool) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut cursor = LogCursor::open(pool, 0).await?;
+    let mut events = Vec::new();
+    loop {
+        let batch = cursor.next_batch(1000).await?;
+        if batch.is_empty() {
+            cursor.close().await?;
             return Ok(events);
         }
-        events.extend(rows.into_iter().map(StoredEvent::from));
+        events.extend(batch);
     }
 }

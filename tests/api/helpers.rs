@@ -440,3 +440,23 @@ pub async fn drop_database(name: &str) {
             .await;
     }
 }
+
+/// Every read-model row, as sorted JSON text, for comparing two databases.
+pub async fn read_models(pool: &PgPool) -> Vec<String> {
+    let mut rows = Vec::new();
+    for table in ["projects", "build_runs", "subscriptions", "notifications"] {
+        let json: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT to_jsonb(t)::text FROM {table} t ORDER BY to_jsonb(t)::text"
+        ))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        rows.extend(json.into_iter().map(|j| format!("{table}: {j}")));
+    }
+    rows
+}
+
+/// The connection URL of another database on the test server.
+pub fn url_of(database: &str) -> String {
+    database_url(database)
+}

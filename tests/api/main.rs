@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod backup;
+
 mod pipeline;
 mod projections_idempotence;
 mod projects;

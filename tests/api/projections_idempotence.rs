@@ -1,23 +1,7 @@
 //! Projections are idempotent and rebuildable: the same events applied again, or applied twice to an empty
 //! database, leave exactly the read models the live pipeline built.
 
-use sqlx::PgPool;
-
-use crate::helpers::{drop_database, fixture, fresh_database, spawn_app, Bus};
-
-async fn read_models(pool: &PgPool) -> Vec<String> {
-    let mut rows = Vec::new();
-    for table in ["projects", "build_runs", "subscriptions", "notifications"] {
-        let json: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT to_jsonb(t)::text FROM {table} t ORDER BY to_jsonb(t)::text"
-        ))
-        .fetch_all(pool)
-        .await
-        .unwrap();
-        rows.extend(json.into_iter().map(|j| format!("{table}: {j}")));
-    }
-    rows
-}
+use crate::helpers::{drop_database, fixture, fresh_database, read_models, spawn_app, Bus};
 
 #[tokio::test]
 async fn a_projection_that_processes_the_same_event_twice_leaves_the_same_read_model() {

@@ -1,0 +1,6 @@
+//! Operator tools: backup and restore, rebuilding read models, progress reporting. Each is a library function the
+//! CLI calls (and tests call directly).
+
+pub mod backup;
+pub mod progress;
+pub mod rebuild;

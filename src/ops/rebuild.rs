@@ -1,0 +1,40 @@
+//! Rebuilding read models from the log.
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+use super::progress::Progress;
+
+/// The tables every projection writes, cleared before an in-place rebuild.
+const READ_MODEL_TABLES: &str =
+    "projects, build_runs, subscriptions, notifications, projection_checkpoints";
+
+/// Rebuild every read model in place: clear them and apply the whole log again. Only for a database nobody reads
+/// yet (a restore); a live system rebuilds into shadow tables instead.
+pub async fn rebuild_in_place(pool: &PgPool, progress: &mut Progress) -> anyhow::Result<u64> {
+    sqlx::query(&format!("TRUNCATE {READ_MODEL_TABLES}"))
+        .execute(pool)
+        .await
+        .context("cannot clear the read models")?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
+    progress.start("rebuilding read models", total as u64);
+    let projector = projections::Projector::all(pool.clone());
+    let mut applied = 0_u64;
+    let mut cursor = projections::log::LogCursor::open(pool, 0).await?;
+    loop {
+        let batch = cursor.next_batch(2000).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for event in &batch {
+            projector.handle(event).await?;
+        }
+        applied += batch.len() as u64;
+        progress.set(applied);
+    }
+    cursor.close().await?;
+    progress.finish(&format!("rebuilt the read models from {applied} events"));
+    Ok(applied)
+}
