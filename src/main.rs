@@ -80,12 +80,38 @@ enum Command {
         /// The directory to create.
         dir: std::path::PathBuf,
     },
+    /// The dead-letter queue: notifications Herald gave up on.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Load a backup into a database with no events, after verifying its checksums; then rebuild the read models.
     Restore {
         dir: std::path::PathBuf,
         /// Only verify the checksums; write nothing.
         #[arg(long)]
         verify_only: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Dead letters, oldest first.
+    List {
+        #[arg(long)]
+        project: Option<uuid::Uuid>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One notification with its whole trail of events (JSON).
+    Show { id: uuid::Uuid },
+    /// Send a dead letter again, with a fresh budget of attempts.
+    Redrive { id: uuid::Uuid },
+    /// Give a dead letter up for good.
+    Discard {
+        id: uuid::Uuid,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -197,6 +223,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             return Ok(());
         }
+        Command::Dlq { action } => {
+            let pool = herald::connect(&settings.database_url).await?;
+            commands::migrate(&pool).await?;
+            return herald::ops::dlq::run(&pool, action.into()).await;
+        }
         Command::Run => Role::ALL.to_vec(),
         Command::Serve => vec![Role::Api],
         Command::Relay => vec![Role::Relay],
@@ -237,6 +268,18 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("herald: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<DlqAction> for herald::ops::dlq::Action {
+    fn from(action: DlqAction) -> Self {
+        use herald::ops::dlq::Action;
+        match action {
+            DlqAction::List { project, limit } => Action::List { project, limit },
+            DlqAction::Show { id } => Action::Show(id),
+            DlqAction::Redrive { id } => Action::Redrive(id),
+            DlqAction::Discard { id, reason } => Action::Discard(id, reason),
         }
     }
 }

@@ -133,6 +133,10 @@ impl From<CommandError> for ApiError {
                 Self::Unavailable(format!("build history: {e}"))
             }
             CommandError::BuildRun(e) => Self::Invalid(e.to_string()),
+            CommandError::Notification(domain::NotificationError::NotPlanned) => {
+                Self::NotFound("notification")
+            }
+            CommandError::Notification(e) => Self::Conflict(e.to_string()),
             CommandError::Conflict(e) => {
                 Self::Conflict(format!("too many concurrent changes to {e}; retry"))
             }

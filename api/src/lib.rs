@@ -2,6 +2,7 @@
 //! `/ready`. Handlers validate, call the command services or read models, and shape answers; every error leaves
 //! through [`ApiError`] as RFC 7807 problem+json.
 
+mod dlq;
 mod error;
 mod extract;
 mod health;
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(projects::router())
         .merge(subscriptions::router())
         .merge(webhooks::router())
+        .merge(dlq::router())
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_| {

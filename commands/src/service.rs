@@ -6,8 +6,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use cqrs_es::DomainEvent;
 use domain::{
-    BuildEvent, BuildHistory, BuildRun, BuildRunCommand, ChatId, Notification, OutcomeFilter,
-    Project, ProjectCommand, ProjectError, ProjectName, Subscription, SubscriptionCommand,
+    BuildEvent, BuildHistory, BuildRun, BuildRunCommand, ChatId, Notification, NotificationCommand,
+    NotificationError, OutcomeFilter, Project, ProjectCommand, ProjectError, ProjectName,
+    Subscription, SubscriptionCommand,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -234,6 +235,58 @@ impl Commands {
             .execute(&subscription_id.to_string(), command, metadata)
             .await?;
         Ok(())
+    }
+
+    /// Send a dead letter again (an operator's decision, recorded with who made it).
+    pub async fn redrive(
+        &self,
+        notification_id: Uuid,
+        by: &str,
+        metadata: &Metadata,
+    ) -> Result<(), CommandError> {
+        self.existing_notification(notification_id).await?;
+        let command = NotificationCommand::Redrive {
+            by: by.to_owned(),
+            at: Utc::now(),
+        };
+        self.notifications
+            .execute(&notification_id.to_string(), command, metadata)
+            .await?;
+        Ok(())
+    }
+
+    /// Give a dead letter up for good.
+    pub async fn discard(
+        &self,
+        notification_id: Uuid,
+        by: &str,
+        reason: &str,
+        metadata: &Metadata,
+    ) -> Result<(), CommandError> {
+        self.existing_notification(notification_id).await?;
+        let command = NotificationCommand::Discard {
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            at: Utc::now(),
+        };
+        self.notifications
+            .execute(&notification_id.to_string(), command, metadata)
+            .await?;
+        Ok(())
+    }
+
+    async fn existing_notification(
+        &self,
+        notification_id: Uuid,
+    ) -> Result<Notification, CommandError> {
+        let notification = self
+            .notifications
+            .load(&notification_id.to_string())
+            .await?;
+        if notification.notification_id.is_none() {
+            return Err(NotificationError::NotPlanned.into());
+        }
+        Ok(notification)
     }
 
     /// Notifications are commanded by the planner and the delivery workers.

@@ -73,6 +73,17 @@ pub enum NotificationCommand {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// An operator sends a dead letter again, with a fresh budget of attempts.
+    Redrive {
+        by: String,
+        at: DateTime<Utc>,
+    },
+    /// An operator decides a dead letter will never be sent.
+    Discard {
+        by: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +126,15 @@ pub enum NotificationEvent {
         reason: String,
         dead_lettered_at: DateTime<Utc>,
     },
+    NotificationRedriven {
+        by: String,
+        redriven_at: DateTime<Utc>,
+    },
+    DeadLetterDiscarded {
+        by: String,
+        reason: String,
+        discarded_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for NotificationEvent {
@@ -126,6 +146,8 @@ impl DomainEvent for NotificationEvent {
             Self::Delivered { .. } => "Delivered",
             Self::AttemptFailed { .. } => "AttemptFailed",
             Self::DeadLettered { .. } => "DeadLettered",
+            Self::NotificationRedriven { .. } => "NotificationRedriven",
+            Self::DeadLetterDiscarded { .. } => "DeadLetterDiscarded",
         }
         .to_owned()
     }
@@ -144,6 +166,8 @@ pub enum NotificationError {
     AttemptInFlight(u32),
     #[error("no attempt {0} in flight")]
     NoSuchAttempt(u32),
+    #[error("only a dead-lettered notification can be redriven or discarded")]
+    NotDeadLettered,
 }
 
 /// Where a notification ended.
@@ -153,6 +177,7 @@ pub enum Settled {
     Suppressed,
     Delivered,
     DeadLettered,
+    Discarded,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -164,6 +189,8 @@ pub struct Notification {
     pub in_flight: Option<u32>,
     pub settled: Option<Settled>,
     pub retry_at: Option<DateTime<Utc>>,
+    /// Attempts made before the last redrive; the attempt budget counts from here.
+    pub attempts_before_redrive: u32,
 }
 
 impl Notification {
@@ -279,7 +306,8 @@ impl Aggregate for Notification {
                 at,
             } => {
                 self.require_in_flight(attempt)?;
-                let give_up = !failure.retryable || attempt >= max_attempts;
+                let give_up =
+                    !failure.retryable || attempt - self.attempts_before_redrive >= max_attempts;
                 let retry_at =
                     (!give_up).then(|| at + Self::retry_delay(attempt, failure.retry_after_secs));
                 let reason = if failure.retryable {
@@ -308,6 +336,25 @@ impl Aggregate for Notification {
                     attempts: self.attempts,
                     reason,
                     dead_lettered_at: at,
+                }]
+            }
+            NotificationCommand::Redrive { by, at } => {
+                if self.settled != Some(Settled::DeadLettered) {
+                    return Err(NotificationError::NotDeadLettered);
+                }
+                vec![NotificationEvent::NotificationRedriven {
+                    by,
+                    redriven_at: at,
+                }]
+            }
+            NotificationCommand::Discard { by, reason, at } => {
+                if self.settled != Some(Settled::DeadLettered) {
+                    return Err(NotificationError::NotDeadLettered);
+                }
+                vec![NotificationEvent::DeadLetterDiscarded {
+                    by,
+                    reason,
+                    discarded_at: at,
                 }]
             }
         };
@@ -353,6 +400,15 @@ impl Aggregate for Notification {
                 self.in_flight = None;
                 self.retry_at = None;
                 self.settled = Some(Settled::DeadLettered);
+            }
+            NotificationEvent::NotificationRedriven { redriven_at, .. } => {
+                self.settled = None;
+                self.in_flight = None;
+                self.retry_at = Some(redriven_at);
+                self.attempts_before_redrive = self.attempts;
+            }
+            NotificationEvent::DeadLetterDiscarded { .. } => {
+                self.settled = Some(Settled::Discarded)
             }
         }
     }
@@ -516,5 +572,71 @@ mod tests {
             Notification::retry_delay(1, Some(45)),
             Duration::seconds(45)
         );
+    }
+
+    fn dead_lettered() -> Vec<NotificationEvent> {
+        vec![
+            planned(),
+            started(1),
+            NotificationEvent::DeadLettered {
+                attempts: 1,
+                reason: "outcome unknown".into(),
+                dead_lettered_at: at(),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_redriven_dead_letter_gets_a_fresh_attempt_budget() {
+        let redriven = NotificationEvent::NotificationRedriven {
+            by: "ops".into(),
+            redriven_at: at(),
+        };
+        Given::with(())
+            .given(dead_lettered())
+            .when(NotificationCommand::Redrive {
+                by: "ops".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![redriven.clone()]);
+        let mut events = dead_lettered();
+        events.extend([redriven, started(2)]);
+        // attempt 2 is the first of the new budget: with max_attempts 2 it is retried, not dead-lettered.
+        let result = Given::with(())
+            .given(events)
+            .when(NotificationCommand::RecordFailure {
+                attempt: 2,
+                failure: failure(true, None),
+                max_attempts: 2,
+                at: at(),
+            })
+            .inspect_result()
+            .unwrap();
+        assert_eq!(result.len(), 1);
+    }
+
+    #[test]
+    fn only_dead_letters_are_redriven_or_discarded() {
+        Given::with(())
+            .given(vec![planned()])
+            .when(NotificationCommand::Redrive {
+                by: "ops".into(),
+                at: at(),
+            })
+            .then_expect_error(NotificationError::NotDeadLettered);
+        let mut discarded = dead_lettered();
+        discarded.push(NotificationEvent::DeadLetterDiscarded {
+            by: "ops".into(),
+            reason: "stale".into(),
+            discarded_at: at(),
+        });
+        Given::with(())
+            .given(discarded)
+            .when(NotificationCommand::Discard {
+                by: "ops".into(),
+                reason: "again".into(),
+                at: at(),
+            })
+            .then_expect_error(NotificationError::NotDeadLettered);
     }
 }

@@ -114,3 +114,19 @@ pub async fn read_all(pool: &PgPool) -> Result<Vec<StoredEvent>, sqlx::Error> {
         events.extend(batch);
     }
 }
+
+/// One aggregate's events, in order: its whole history.
+pub async fn aggregate_events(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 ORDER BY e.sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}

@@ -98,6 +98,18 @@ impl Projection for NotificationsProjection {
                     .execute(tx)
                     .await?;
             }
+            NotificationEvent::NotificationRedriven { redriven_at, .. } => {
+                update("UPDATE notifications SET status = 'redriven', reason = NULL, next_attempt_at = $3, updated_at = $2 WHERE notification_id::text = $1")
+                    .bind(redriven_at)
+                    .execute(tx)
+                    .await?;
+            }
+            NotificationEvent::DeadLetterDiscarded { reason, .. } => {
+                update("UPDATE notifications SET status = 'discarded', reason = $3, updated_at = $2 WHERE notification_id::text = $1")
+                    .bind(reason)
+                    .execute(tx)
+                    .await?;
+            }
             NotificationEvent::DeadLettered { reason, .. } => {
                 update("UPDATE notifications SET status = 'dead_lettered', reason = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(reason)

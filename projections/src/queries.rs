@@ -189,3 +189,30 @@ pub async fn notifications_for_build(
     .fetch_all(pool)
     .await
 }
+
+/// Dead letters, oldest first, optionally of one project.
+pub async fn dead_letters(
+    pool: &PgPool,
+    project_id: Option<Uuid>,
+    page: Page,
+) -> Result<Vec<NotificationView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM notifications WHERE status = 'dead_lettered' AND ($1::uuid IS NULL OR project_id = $1)
+          ORDER BY updated_at, notification_id LIMIT $2 OFFSET $3",
+    )
+    .bind(project_id)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn notification(
+    pool: &PgPool,
+    notification_id: Uuid,
+) -> Result<Option<NotificationView>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM notifications WHERE notification_id = $1")
+        .bind(notification_id)
+        .fetch_optional(pool)
+        .await
+}

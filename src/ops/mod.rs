@@ -2,5 +2,6 @@
 //! CLI calls (and tests call directly).
 
 pub mod backup;
+pub mod dlq;
 pub mod progress;
 pub mod rebuild;

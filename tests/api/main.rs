@@ -4,6 +4,7 @@
 mod helpers;
 
 mod backup;
+mod dlq;
 
 mod pipeline;
 mod projections_idempotence;

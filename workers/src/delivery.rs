@@ -41,23 +41,30 @@ impl EventHandler for DeliveryEnqueuer {
     }
 
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
-        if event.aggregate_type != "Notification" || event.event_type != "NotificationPlanned" {
+        if event.aggregate_type != "Notification" {
             return Ok(());
         }
-        let NotificationEvent::NotificationPlanned {
-            notification_id,
-            planned_at,
-            ..
-        } = event.decode().map_err(HandlerError::permanent)?
-        else {
-            return Ok(());
+        let (notification_id, due) = match event.decode().map_err(HandlerError::permanent)? {
+            NotificationEvent::NotificationPlanned {
+                notification_id,
+                planned_at,
+                ..
+            } => (notification_id, planned_at),
+            NotificationEvent::NotificationRedriven { redriven_at, .. } => (
+                event
+                    .aggregate_id
+                    .parse::<Uuid>()
+                    .map_err(HandlerError::permanent)?,
+                redriven_at,
+            ),
+            _ => return Ok(()),
         };
         sqlx::query(
             "INSERT INTO delivery_queue (notification_id, next_attempt_at) VALUES ($1, $2)
              ON CONFLICT (notification_id) DO NOTHING",
         )
         .bind(notification_id)
-        .bind(planned_at)
+        .bind(due)
         .execute(&self.pool)
         .await?;
         self.wake.notify_one();
