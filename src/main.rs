@@ -80,6 +80,23 @@ enum Command {
         /// The directory to create.
         dir: std::path::PathBuf,
     },
+    /// The notification trail: who was told what, when, through which channel, and why not.
+    Replay {
+        /// One build (its build_run_id).
+        #[arg(long, conflicts_with_all = ["project", "subscription"])]
+        build: Option<String>,
+        #[arg(long, conflicts_with = "subscription")]
+        project: Option<uuid::Uuid>,
+        #[arg(long)]
+        subscription: Option<uuid::Uuid>,
+        /// RFC 3339; with --to and nothing else, every event in the range.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, value_enum, default_value_t = herald::ops::replay::Format::Table)]
+        format: herald::ops::replay::Format,
+    },
     /// The dead-letter queue: notifications Herald gave up on.
     Dlq {
         #[command(subcommand)]
@@ -222,6 +239,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             return Ok(());
+        }
+        Command::Replay {
+            build,
+            project,
+            subscription,
+            from,
+            to,
+            format,
+        } => {
+            use projections::audit::Scope;
+            let scope = match (build, project, subscription, from, to) {
+                (Some(id), ..) => Scope::Build(id),
+                (_, Some(project_id), ..) => Scope::Project {
+                    project_id,
+                    from,
+                    to,
+                },
+                (_, _, Some(id), ..) => Scope::Subscription(id),
+                (None, None, None, Some(from), Some(to)) => Scope::Range { from, to },
+                _ => anyhow::bail!(
+                    "say what to replay: --build, --project, --subscription, or --from and --to"
+                ),
+            };
+            let pool = herald::connect(&settings.database_url).await?;
+            commands::migrate(&pool).await?;
+            return herald::ops::replay::run(&pool, &scope, format).await;
         }
         Command::Dlq { action } => {
             let pool = herald::connect(&settings.database_url).await?;

@@ -2,6 +2,7 @@
 //! `/ready`. Handlers validate, call the command services or read models, and shape answers; every error leaves
 //! through [`ApiError`] as RFC 7807 problem+json.
 
+mod audit;
 mod dlq;
 mod error;
 mod extract;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(subscriptions::router())
         .merge(webhooks::router())
         .merge(dlq::router())
+        .merge(audit::router())
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_| {

@@ -41,6 +41,10 @@ pub enum NotificationCommand {
         build_run_id: String,
         project_id: Uuid,
         subscription_id: Uuid,
+        /// The subscription's version (its last event's sequence) the decision was made with.
+        subscription_version: i64,
+        /// The template the text was rendered with, `name@version`.
+        template: String,
         channel: Channel,
         text: String,
         at: DateTime<Utc>,
@@ -50,6 +54,7 @@ pub enum NotificationCommand {
         build_run_id: String,
         project_id: Uuid,
         subscription_id: Uuid,
+        subscription_version: i64,
         /// Machine-readable: `outcome_not_subscribed`, ...
         reason: String,
         at: DateTime<Utc>,
@@ -93,6 +98,11 @@ pub enum NotificationEvent {
         build_run_id: String,
         project_id: Uuid,
         subscription_id: Uuid,
+        /// Absent (0) in events written before it was recorded.
+        #[serde(default)]
+        subscription_version: i64,
+        #[serde(default)]
+        template: Option<String>,
         channel: Channel,
         text: String,
         planned_at: DateTime<Utc>,
@@ -102,6 +112,8 @@ pub enum NotificationEvent {
         build_run_id: String,
         project_id: Uuid,
         subscription_id: Uuid,
+        #[serde(default)]
+        subscription_version: i64,
         reason: String,
         suppressed_at: DateTime<Utc>,
     },
@@ -240,6 +252,8 @@ impl Aggregate for Notification {
                 build_run_id,
                 project_id,
                 subscription_id,
+                subscription_version,
+                template,
                 channel,
                 text,
                 at,
@@ -252,6 +266,8 @@ impl Aggregate for Notification {
                     build_run_id,
                     project_id,
                     subscription_id,
+                    subscription_version,
+                    template: Some(template),
                     channel,
                     text,
                     planned_at: at,
@@ -262,6 +278,7 @@ impl Aggregate for Notification {
                 build_run_id,
                 project_id,
                 subscription_id,
+                subscription_version,
                 reason,
                 at,
             } => {
@@ -273,6 +290,7 @@ impl Aggregate for Notification {
                     build_run_id,
                     project_id,
                     subscription_id,
+                    subscription_version,
                     reason,
                     suppressed_at: at,
                 }]
@@ -431,6 +449,8 @@ mod tests {
             build_run_id: "b".into(),
             project_id: Uuid::nil(),
             subscription_id: Uuid::nil(),
+            subscription_version: 1,
+            template: Some("telegram_build@1".into()),
             channel: Channel::Telegram {
                 chat_id: ChatId::parse(1).unwrap(),
             },
@@ -539,6 +559,8 @@ mod tests {
                 build_run_id: "b".into(),
                 project_id: Uuid::nil(),
                 subscription_id: Uuid::nil(),
+                subscription_version: 1,
+                template: "telegram_build@1".into(),
                 channel: Channel::Telegram {
                     chat_id: ChatId::parse(1).unwrap(),
                 },
@@ -556,6 +578,7 @@ mod tests {
                 build_run_id: "b".into(),
                 project_id: Uuid::nil(),
                 subscription_id: Uuid::nil(),
+                subscription_version: 1,
                 reason: "outcome_not_subscribed".into(),
                 suppressed_at: at(),
             }])

@@ -5,6 +5,7 @@
 //! handler runs in one transaction with its checkpoint (the last aggregate sequence it applied), so applying an
 //! event twice, or out of a replay, leaves the same rows.
 
+pub mod audit;
 mod builds;
 mod checkpoint;
 pub mod log;

@@ -58,6 +58,7 @@ impl Projection for NotificationsProjection {
                 subscription_id,
                 reason,
                 suppressed_at,
+                ..
             } => {
                 sqlx::query(
                     "INSERT INTO notifications (notification_id, build_run_id, project_id, subscription_id,

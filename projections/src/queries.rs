@@ -67,6 +67,8 @@ pub struct SubscriptionView {
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub removed_at: Option<DateTime<Utc>>,
+    /// The sequence of the subscription's last event applied here.
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -5,3 +5,4 @@ pub mod backup;
 pub mod dlq;
 pub mod progress;
 pub mod rebuild;
+pub mod replay;

@@ -319,6 +319,8 @@ async fn an_attempt_interrupted_mid_send_is_dead_lettered_not_sent_again() {
         build_run_id: "b".into(),
         project_id: uuid::Uuid::new_v4(),
         subscription_id: uuid::Uuid::new_v4(),
+        subscription_version: 1,
+        template: workers::MessageRenderer::TELEGRAM_BUILD.into(),
         channel: domain::Channel::Telegram {
             chat_id: domain::ChatId::parse(5).unwrap(),
         },

@@ -69,6 +69,10 @@ fn human_duration(secs: i64) -> String {
 }
 
 impl MessageRenderer {
+    /// The built-in Telegram build template, as notifications record it (`name@version`). Bump the version
+    /// whenever its text changes, so the audit trail tells old and new messages apart.
+    pub const TELEGRAM_BUILD: &'static str = "builtin/telegram_build@1";
+
     pub fn new() -> Self {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
