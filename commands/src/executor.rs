@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
@@ -34,7 +34,8 @@ where
     pub fn new(pool: PgPool, services: A::Services) -> Self {
         let repo = PostgresEventRepository::new(pool);
         Self {
-            store: PersistedEventStore::new_event_store(repo),
+            store: PersistedEventStore::new_event_store(repo)
+                .with_upcasters(vec![Box::new(DomainUpcaster)]),
             services,
         }
     }
@@ -81,5 +82,22 @@ where
             .await
             .map_err(|e| CommandError::from_aggregate(id, e))?;
         Ok(std::mem::take(context.aggregate()))
+    }
+}
+
+/// cqrs-es's upcaster hook, calling the domain's one list of event shape changes.
+struct DomainUpcaster;
+
+impl EventUpcaster for DomainUpcaster {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        domain::upcast::is_old(event_type, event_version)
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        let (version, payload) =
+            domain::upcast::upcast(&event.event_type, &event.event_version, event.payload);
+        event.event_version = version;
+        event.payload = payload;
+        event
     }
 }

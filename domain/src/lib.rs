@@ -15,6 +15,7 @@ mod notification;
 mod project;
 mod stored_event;
 mod subscription;
+pub mod upcast;
 mod values;
 
 pub use build::{BuildEvent, BuildScope, JobReport, PullRequest, RunInfo};

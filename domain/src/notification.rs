@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::values::ChatId;
-use crate::EVENT_VERSION;
 
 /// Where a notification goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,7 +163,7 @@ impl DomainEvent for NotificationEvent {
         .to_owned()
     }
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_owned()
+        crate::upcast::current_version(&self.event_type()).to_owned()
     }
 }
 

@@ -21,8 +21,11 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// Decode the payload as the aggregate's event enum (postgres-es stores it externally tagged).
+    /// Decode the payload as the aggregate's event enum (postgres-es stores it externally tagged), upcast to
+    /// the current shape first.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
-        serde_json::from_value(self.payload.clone())
+        let (_, payload) =
+            crate::upcast::upcast(&self.event_type, &self.event_version, self.payload.clone());
+        serde_json::from_value(payload)
     }
 }

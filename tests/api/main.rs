@@ -13,4 +13,5 @@ mod projects;
 mod providers;
 mod relay;
 mod subscriptions;
+mod upcast;
 mod webhooks;
