@@ -233,12 +233,12 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         if let Some(kafka) = &settings.kafka {
             dependencies.push(Arc::new(KafkaReady(kafka.clone())));
         }
-        let state = api::AppState {
-            commands: commands.clone(),
-            pool: pool.clone(),
-            public_url: settings.public_url.clone(),
+        let state = api::AppState::new(
+            commands.clone(),
+            pool.clone(),
+            settings.public_url.clone(),
             dependencies,
-        };
+        );
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;

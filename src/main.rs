@@ -80,6 +80,17 @@ enum Command {
         /// The directory to create.
         dir: std::path::PathBuf,
     },
+    /// Rebuild read models from the log into shadow tables, then swap them in atomically (resumes after a crash).
+    /// With --as-of and --name, build a named snapshot instead, queryable with `?as_of=<name>`.
+    Rebuild {
+        /// all, projects, build_runs, subscriptions or notifications.
+        #[arg(default_value = "all")]
+        target: String,
+        #[arg(long, requires = "name")]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, requires = "as_of")]
+        name: Option<String>,
+    },
     /// The notification trail: who was told what, when, through which channel, and why not.
     Replay {
         /// One build (its build_run_id).
@@ -238,6 +249,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &mut herald::ops::progress::Progress::for_stderr(),
             )
             .await?;
+            return Ok(());
+        }
+        Command::Rebuild {
+            target,
+            as_of,
+            name,
+        } => {
+            use projections::rebuild::{self, Rebuild, Snapshot, Target};
+            let pool = herald::connect(&settings.database_url).await?;
+            commands::migrate(&pool).await?;
+            let mut progress = herald::ops::progress::Progress::for_stderr();
+            let label = if name.is_some() {
+                "building snapshot"
+            } else {
+                "rebuilding read models"
+            };
+            let mut started = false;
+            let mut report = |done: u64, total: u64| {
+                if !started {
+                    progress.start(label, total);
+                    started = true;
+                }
+                progress.set(done);
+            };
+            let run = rebuild::run(
+                &pool,
+                Rebuild {
+                    target: Target::parse(&target)?,
+                    snapshot: as_of.zip(name).map(|(at, name)| Snapshot { name, at }),
+                    progress: &mut report,
+                    stop_after: None,
+                    batch_size: None,
+                },
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&run)?);
             return Ok(());
         }
         Command::Replay {

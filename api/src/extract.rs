@@ -4,6 +4,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::ApiError;
 
@@ -61,10 +62,35 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
 }
 
 /// Paging parameters: `limit` (1..=200, default 50) and `offset`.
+///
+/// Numbers are read from strings by hand because these structs are `#[serde(flatten)]`ed into others, and
+/// serde's flatten hands query values over as strings that the plain integer deserializer refuses.
 #[derive(Debug, serde::Deserialize)]
 pub struct Paging {
+    #[serde(default, deserialize_with = "number_from_query")]
     pub limit: Option<i64>,
+    #[serde(default, deserialize_with = "number_from_query")]
     pub offset: Option<i64>,
+}
+
+fn number_from_query<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(i64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Raw::Number(n)) => Ok(Some(n)),
+        Some(Raw::Text(t)) => t
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("`{t}` is not a whole number"))),
+    }
 }
 
 impl Paging {

@@ -7,6 +7,7 @@ mod dlq;
 mod error;
 mod extract;
 mod health;
+mod operations;
 mod projects;
 mod subscriptions;
 mod webhooks;
@@ -37,6 +38,54 @@ pub struct AppState {
     /// The base URL users reach Herald at, for the webhook URLs Herald hands out.
     pub public_url: String,
     pub dependencies: Vec<Arc<dyn Dependency>>,
+    /// Pools onto named snapshots (`?as_of=<name>`), opened on first use and closed when idle.
+    pub snapshots: moka::future::Cache<String, PgPool>,
+}
+
+impl AppState {
+    pub fn new(
+        commands: Arc<Commands>,
+        pool: PgPool,
+        public_url: String,
+        dependencies: Vec<Arc<dyn Dependency>>,
+    ) -> Self {
+        Self {
+            commands,
+            pool,
+            public_url,
+            dependencies,
+            snapshots: moka::future::Cache::builder()
+                .max_capacity(16)
+                .time_to_idle(std::time::Duration::from_secs(600))
+                .build(),
+        }
+    }
+
+    /// The pool to read from: the live read models, or a named snapshot of them.
+    pub async fn read_pool(&self, as_of: Option<&str>) -> Result<PgPool, ApiError> {
+        let Some(name) = as_of else {
+            return Ok(self.pool.clone());
+        };
+        let pool = self.pool.clone();
+        let owned = name.to_owned();
+        self.snapshots
+            .try_get_with(owned.clone(), async move {
+                match projections::rebuild::snapshot_pool(&pool, &owned).await {
+                    Ok(Some(p)) => Ok(p),
+                    Ok(None) => Err(ApiError::NotFound("snapshot")),
+                    Err(projections::rebuild::RebuildError::Invalid(e)) => {
+                        Err(ApiError::Invalid(e))
+                    }
+                    Err(e) => Err(ApiError::Internal(e.to_string())),
+                }
+            })
+            .await
+            .map_err(|e: Arc<ApiError>| match e.as_ref() {
+                ApiError::NotFound(what) => ApiError::NotFound(what),
+                ApiError::Invalid(why) => ApiError::Invalid(why.clone()),
+                other => ApiError::Internal(other.to_string()),
+            })
+    }
 }
 
 /// Webhook bodies above this are refused (GitHub caps its payloads at 25 MB; real build events are far smaller).
@@ -50,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(dlq::router())
         .merge(audit::router())
+        .merge(operations::router())
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_| {

@@ -153,7 +153,21 @@ struct ListParams {
     #[serde(flatten)]
     paging: Paging,
     #[serde(default)]
-    include_archived: bool,
+    include_archived: Option<String>,
+    /// A snapshot's name: read the read models as they were then.
+    as_of: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AsOf {
+    as_of: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BuildsParams {
+    #[serde(flatten)]
+    paging: Paging,
+    as_of: Option<String>,
 }
 
 async fn list(
@@ -161,7 +175,17 @@ async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<impl IntoResponse, ApiError> {
     let page = params.paging.page()?;
-    let views = queries::projects(&state.pool, params.include_archived, page).await?;
+    let pool = state.read_pool(params.as_of.as_deref()).await?;
+    let include_archived = match params.include_archived.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::Invalid(format!(
+                "include_archived: `{other}` is not true or false"
+            )))
+        }
+    };
+    let views = queries::projects(&pool, include_archived, page).await?;
     let items: Vec<ProjectBody> = views
         .into_iter()
         .map(|v| ProjectBody::from_view(&state, v))
@@ -171,9 +195,17 @@ async fn list(
     ))
 }
 
-async fn find(state: &AppState, project_id: Uuid) -> Result<ProjectBody, ApiError> {
-    if let Some(view) = queries::project(&state.pool, project_id).await? {
+async fn find(
+    state: &AppState,
+    project_id: Uuid,
+    as_of: Option<&str>,
+) -> Result<ProjectBody, ApiError> {
+    let pool = state.read_pool(as_of).await?;
+    if let Some(view) = queries::project(&pool, project_id).await? {
         return Ok(ProjectBody::from_view(state, view));
+    }
+    if as_of.is_some() {
+        return Err(ApiError::NotFound("project"));
     }
     let project = state.commands.project(project_id).await?;
     ProjectBody::fresh(state, project).ok_or(ApiError::NotFound("project"))
@@ -182,11 +214,14 @@ async fn find(state: &AppState, project_id: Uuid) -> Result<ProjectBody, ApiErro
 async fn show(
     State(state): State<AppState>,
     PathId(id): PathId,
+    Query(params): Query<AsOf>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut body = serde_json::to_value(find(&state, id).await?)
+    let as_of = params.as_of.as_deref();
+    let mut body = serde_json::to_value(find(&state, id, as_of).await?)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let pool = state.read_pool(as_of).await?;
     let latest = queries::builds(
-        &state.pool,
+        &pool,
         id,
         queries::Page {
             limit: 10,
@@ -241,11 +276,13 @@ async fn rotate_secret(
 async fn builds(
     State(state): State<AppState>,
     PathId(id): PathId,
-    Query(paging): Query<Paging>,
+    Query(params): Query<BuildsParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let page = paging.page()?;
-    find(&state, id).await?;
-    let items = queries::builds(&state.pool, id, page).await?;
+    let page = params.paging.page()?;
+    let as_of = params.as_of.as_deref();
+    find(&state, id, as_of).await?;
+    let pool = state.read_pool(as_of).await?;
+    let items = queries::builds(&pool, id, page).await?;
     Ok(axum::Json(
         json!({ "items": items, "limit": page.limit, "offset": page.offset }),
     ))
@@ -257,7 +294,7 @@ async fn deliveries(
     Query(paging): Query<Paging>,
 ) -> Result<impl IntoResponse, ApiError> {
     let page = paging.page()?;
-    find(&state, id).await?;
+    find(&state, id, None).await?;
     let items = commands::deliveries::recent(&state.pool, id, page.limit, page.offset).await?;
     Ok(axum::Json(
         json!({ "items": items, "limit": page.limit, "offset": page.offset }),

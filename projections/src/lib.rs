@@ -12,6 +12,7 @@ pub mod log;
 mod notifications;
 mod projects;
 pub mod queries;
+pub mod rebuild;
 mod subscriptions;
 
 use async_trait::async_trait;
@@ -108,16 +109,67 @@ impl Projector {
                 continue;
             }
             let mut tx = self.pool.begin().await?;
-            let last = checkpoint::lock(&mut tx, projection.name(), event).await?;
-            if last.is_some_and(|last| event.sequence <= last) {
+            if apply_one(projection.as_ref(), &mut tx, event).await? {
+                tx.commit().await?;
+                result.applied += 1;
+            } else {
                 result.skipped += 1;
-                continue;
             }
-            projection.apply(&mut tx, event).await?;
-            checkpoint::advance(&mut tx, projection.name(), event).await?;
-            tx.commit().await?;
-            result.applied += 1;
         }
         Ok(result)
     }
+
+    /// Apply `event` to every projection inside the caller's transaction (a rebuild's final catch-up).
+    pub async fn handle_in(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<Applied, ProjectionError> {
+        let mut result = Applied::default();
+        for projection in &self.projections {
+            if !projection.wants(&event.aggregate_type) {
+                continue;
+            }
+            if apply_one(projection.as_ref(), conn, event).await? {
+                result.applied += 1;
+            } else {
+                result.skipped += 1;
+            }
+        }
+        Ok(result)
+    }
+
+    /// The names of the projections, which are also the tables they own.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projections.iter().map(|p| p.name()).collect()
+    }
 }
+
+/// Apply one event to one projection with its checkpoint; `false` when it was applied before.
+async fn apply_one(
+    projection: &dyn Projection,
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+) -> Result<bool, ProjectionError> {
+    let last = checkpoint::lock(conn, projection.name(), event).await?;
+    if last.is_some_and(|last| event.sequence <= last) {
+        return Ok(false);
+    }
+    projection.apply(conn, event).await?;
+    checkpoint::advance(conn, projection.name(), event).await?;
+    Ok(true)
+}
+
+/// A projection by name, for rebuilding one read model.
+pub fn projection_named(name: &str) -> Option<Box<dyn Projection>> {
+    let all: [Box<dyn Projection>; 4] = [
+        Box::new(ProjectsProjection),
+        Box::new(BuildRunsProjection),
+        Box::new(SubscriptionsProjection),
+        Box::new(NotificationsProjection),
+    ];
+    all.into_iter().find(|p| p.name() == name)
+}
+
+/// The names of every projection (each owns the table of the same name).
+pub const PROJECTIONS: [&str; 4] = ["projects", "build_runs", "subscriptions", "notifications"];

@@ -28,6 +28,12 @@ pub struct EventRow {
     recorded_at: DateTime<Utc>,
 }
 
+impl EventRow {
+    pub fn global_seq(&self) -> i64 {
+        self.global_seq
+    }
+}
+
 impl From<EventRow> for StoredEvent {
     fn from(r: EventRow) -> Self {
         Self {

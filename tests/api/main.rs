@@ -11,6 +11,7 @@ mod pipeline;
 mod projections_idempotence;
 mod projects;
 mod providers;
+mod rebuild;
 mod relay;
 mod subscriptions;
 mod upcast;

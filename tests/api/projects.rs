@@ -131,6 +131,17 @@ async fn bad_project_input_is_refused_and_changes_nothing() {
         "urn:herald:problem:not-found"
     );
     assert_eq!(app.get("/api/v1/projects?limit=0").await.status(), 422);
+    assert_eq!(app.get("/api/v1/projects?limit=ten").await.status(), 422);
+    assert_eq!(
+        app.get("/api/v1/projects?include_archived=maybe")
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        app.get("/api/v1/projects?limit=5&offset=0").await.status(),
+        200
+    );
     assert_eq!(app.get("/api/v1/nothing-here").await.status(), 404);
     assert_eq!(app.event_count().await, before);
     app.finish().await;

@@ -1,0 +1,446 @@
+//! Rebuilding read models from the log without downtime (blue/green), and building named point-in-time
+//! snapshots of them.
+//!
+//! A rebuild builds into a shadow schema while the live tables keep serving: the projections run unchanged,
+//! on connections whose `search_path` puts the shadow schema first, so their unqualified table names land
+//! there. Progress is stored after every batch (`rebuild_runs`), so a rebuild that dies resumes where it was;
+//! the shadow's per-aggregate checkpoints make re-applying a batch harmless.
+//!
+//! The swap is one transaction: lock the live tables (checkpoints first, the order the live projector takes
+//! them, so the two cannot deadlock), apply every event committed since the shadow's last batch, move the live
+//! tables out and the shadow tables in. The live projector waits on the lock and then carries on against the new
+//! tables, whose checkpoints tell it which events they already hold. No read ever sees a half-built table.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Executor, PgPool};
+
+use crate::log::{EventRow, LogCursor, EVENT_COLUMNS};
+use crate::{projection_named, Projector, PROJECTIONS};
+
+const CHECKPOINTS: &str = "projection_checkpoints";
+const SHADOW_SCHEMA: &str = "herald_rebuild";
+const RETIRED_SCHEMA: &str = "herald_retired";
+pub const BATCH: i64 = 2000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Projection(#[from] crate::ProjectionError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("another rebuild of {0} is running")]
+    Busy(String),
+    #[error("stopped after {0} events (as asked); run the rebuild again to resume")]
+    Interrupted(u64),
+}
+
+/// Which read models to rebuild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    All,
+    One(&'static str),
+}
+
+impl Target {
+    pub fn parse(raw: &str) -> Result<Self, RebuildError> {
+        if raw == "all" {
+            return Ok(Self::All);
+        }
+        PROJECTIONS
+            .iter()
+            .find(|p| **p == raw)
+            .map(|p| Self::One(p))
+            .ok_or_else(|| {
+                RebuildError::Invalid(format!(
+                    "unknown projection {raw:?}; one of all, {}",
+                    PROJECTIONS.join(", ")
+                ))
+            })
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        match self {
+            Self::All => PROJECTIONS.to_vec(),
+            Self::One(name) => vec![name],
+        }
+    }
+
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::One(name) => name,
+        }
+    }
+}
+
+/// A named, frozen copy of every read model as of a moment, queryable with `?as_of=<name>`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub name: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The schema a snapshot lives in; names are checked so they are safe as identifiers.
+pub fn snapshot_schema(name: &str) -> Result<String, RebuildError> {
+    let valid = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(RebuildError::Invalid(
+            "snapshot names are 1 to 40 of a-z, 0-9 and _".into(),
+        ));
+    }
+    Ok(format!("snapshot_{name}"))
+}
+
+/// Where a rebuild stands, as `rebuild_runs` records it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RebuildRun {
+    pub id: String,
+    pub target: String,
+    pub schema_name: String,
+    pub as_of: Option<DateTime<Utc>>,
+    pub status: String,
+    pub last_global_seq: i64,
+    pub head_global_seq: i64,
+    pub applied: i64,
+    pub events_per_second: Option<f64>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+pub async fn runs(pool: &PgPool) -> Result<Vec<RebuildRun>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM rebuild_runs ORDER BY started_at DESC")
+        .fetch_all(pool)
+        .await
+}
+
+/// Options for one rebuild.
+pub struct Rebuild<'a> {
+    pub target: Target,
+    pub snapshot: Option<Snapshot>,
+    /// Called after every batch with (events applied, events in the log).
+    pub progress: &'a mut (dyn FnMut(u64, u64) + Send),
+    /// Stop (as a crash would) after this many events: for testing resumption.
+    pub stop_after: Option<u64>,
+    /// Events per batch (and per progress report); [`BATCH`] unless a test wants small steps.
+    pub batch_size: Option<i64>,
+}
+
+/// A pool whose connections resolve unqualified table names in `schema` first.
+async fn pool_in_schema(
+    pool: &PgPool,
+    schema: &str,
+    fallback_to_public: bool,
+) -> Result<PgPool, sqlx::Error> {
+    let search_path = if fallback_to_public {
+        format!("SET search_path TO {schema}, public")
+    } else {
+        format!("SET search_path TO {schema}")
+    };
+    PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect(move |conn, _| {
+            let search_path = search_path.clone();
+            Box::pin(async move {
+                conn.execute(search_path.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect_with((*pool.connect_options()).clone())
+        .await
+}
+
+/// A read-only pool onto a snapshot, for `?as_of=`; `None` when no finished snapshot has that name.
+pub async fn snapshot_pool(pool: &PgPool, name: &str) -> Result<Option<PgPool>, RebuildError> {
+    let schema = snapshot_schema(name)?;
+    let done: Option<String> = sqlx::query_scalar("SELECT status FROM rebuild_runs WHERE id = $1")
+        .bind(format!("snapshot:{name}"))
+        .fetch_optional(pool)
+        .await?;
+    if done.as_deref() != Some("done") {
+        return Ok(None);
+    }
+    Ok(Some(pool_in_schema(pool, &schema, false).await?))
+}
+
+/// Run (or resume) a rebuild. Returns the number of events applied in this call.
+pub async fn run(pool: &PgPool, mut options: Rebuild<'_>) -> Result<RebuildRun, RebuildError> {
+    let (id, schema, as_of) = match &options.snapshot {
+        Some(s) => (
+            format!("snapshot:{}", s.name),
+            snapshot_schema(&s.name)?,
+            Some(s.at),
+        ),
+        None => ("live".to_owned(), SHADOW_SCHEMA.to_owned(), None),
+    };
+    if options.snapshot.is_some() && options.target != Target::All {
+        return Err(RebuildError::Invalid(
+            "a snapshot holds every read model: use target all".into(),
+        ));
+    }
+    // One rebuild per id at a time, held on a connection of its own for the whole rebuild.
+    let mut guard = pool.acquire().await?.detach();
+    let key = i64::from_be_bytes(*b"hrldrbld")
+        ^ id.bytes()
+            .fold(0_i64, |h, b| h.wrapping_mul(31).wrapping_add(i64::from(b)));
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut guard)
+        .await?;
+    if !locked {
+        return Err(RebuildError::Busy(id));
+    }
+    let result = run_locked(pool, &mut options, &id, &schema, as_of).await;
+    if let Err(e) = &result {
+        if !matches!(e, RebuildError::Interrupted(_)) {
+            let _ = sqlx::query("UPDATE rebuild_runs SET status = 'failed', error = $2, updated_at = now() WHERE id = $1")
+                .bind(&id)
+                .bind(e.to_string())
+                .execute(pool)
+                .await;
+        }
+    }
+    let _ = sqlx::Connection::close(guard).await;
+    result
+}
+
+async fn run_locked(
+    pool: &PgPool,
+    options: &mut Rebuild<'_>,
+    id: &str,
+    schema: &str,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<RebuildRun, RebuildError> {
+    let tables = options.target.tables();
+    let resumable: Option<(String, String)> =
+        sqlx::query_as("SELECT status, target FROM rebuild_runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    let resume = matches!(&resumable, Some((status, target)) if status == "running" && target == options.target.as_str());
+    if !resume {
+        let mut tx = pool.begin().await?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut *tx)
+            .await?;
+        for table in tables.iter().chain([&CHECKPOINTS]) {
+            sqlx::query(&format!(
+                "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO rebuild_runs (id, target, schema_name, as_of, status, last_global_seq, head_global_seq, applied,
+                                       started_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'running', 0, 0, 0, now(), now())
+             ON CONFLICT (id) DO UPDATE SET target = $2, schema_name = $3, as_of = $4, status = 'running',
+                 last_global_seq = 0, head_global_seq = 0, applied = 0, events_per_second = NULL,
+                 started_at = now(), updated_at = now(), finished_at = NULL, error = NULL",
+        )
+        .bind(id)
+        .bind(options.target.as_str())
+        .bind(schema)
+        .bind(as_of)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let (mut last, mut applied): (i64, i64) =
+        sqlx::query_as("SELECT last_global_seq, applied FROM rebuild_runs WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+    let head: i64 = sqlx::query_scalar("SELECT COALESCE(max(global_seq), 0) FROM events")
+        .fetch_one(pool)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
+    let shadow = pool_in_schema(pool, schema, true).await?;
+    let projector = Projector::new(
+        shadow.clone(),
+        tables.iter().filter_map(|t| projection_named(t)).collect(),
+    );
+    let started = Instant::now();
+    let mut this_call = 0_u64;
+    let mut cursor = LogCursor::open(pool, last).await?;
+    loop {
+        let batch = cursor
+            .next_batch(options.batch_size.unwrap_or(BATCH))
+            .await?;
+        let Some(batch_last) = batch.last().map(|e| e.global_seq) else {
+            break;
+        };
+        for event in &batch {
+            if as_of.is_some_and(|at| event.recorded_at > at) {
+                continue;
+            }
+            projector.handle(event).await?;
+        }
+        last = batch_last;
+        applied += batch.len() as i64;
+        this_call += batch.len() as u64;
+        let rate = this_call as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        sqlx::query(
+            "UPDATE rebuild_runs SET last_global_seq = $2, head_global_seq = $3, applied = $4, events_per_second = $5,
+                    updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(last)
+        .bind(head.max(last))
+        .bind(applied)
+        .bind(rate)
+        .execute(pool)
+        .await?;
+        (options.progress)(applied as u64, total as u64);
+        if options.stop_after.is_some_and(|limit| this_call >= limit) {
+            cursor.close().await?;
+            shadow.close().await;
+            return Err(RebuildError::Interrupted(this_call));
+        }
+    }
+    cursor.close().await?;
+    shadow.close().await;
+
+    if as_of.is_none() {
+        swap(pool, &projector, schema, &tables, last).await?;
+    }
+    sqlx::query("UPDATE rebuild_runs SET status = 'done', finished_at = now(), updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(sqlx::query_as("SELECT * FROM rebuild_runs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Catch up and swap, retried when Postgres picks this transaction as a deadlock victim.
+async fn swap(
+    pool: &PgPool,
+    projector: &Projector,
+    schema: &str,
+    tables: &[&'static str],
+    last: i64,
+) -> Result<(), RebuildError> {
+    let mut attempt = 0;
+    loop {
+        match try_swap(pool, projector, schema, tables, last).await {
+            Err(RebuildError::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("40P01") && attempt < 5 =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_swap(
+    pool: &PgPool,
+    projector: &Projector,
+    schema: &str,
+    tables: &[&'static str],
+    last: i64,
+) -> Result<(), RebuildError> {
+    let all = tables.len() == PROJECTIONS.len();
+    let mut tx = pool.begin().await?;
+    let mut locked = vec![format!("public.{CHECKPOINTS}")];
+    locked.extend(tables.iter().map(|t| format!("public.{t}")));
+    sqlx::query(&format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        locked.join(", ")
+    ))
+    .execute(&mut *tx)
+    .await?;
+    // Everything committed up to now, which includes everything the live projector ever applied.
+    sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
+        .execute(&mut *tx)
+        .await?;
+    let mut after = last;
+    loop {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM public.events e WHERE e.global_seq > $1 ORDER BY e.global_seq LIMIT $2"
+        ))
+        .bind(after)
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(next) = rows.last().map(|r| r.global_seq()) else {
+            break;
+        };
+        after = next;
+        for row in rows {
+            projector.handle_in(&mut tx, &row.into()).await?;
+        }
+    }
+    sqlx::query("SET LOCAL search_path TO public")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {RETIRED_SCHEMA}"))
+        .execute(&mut *tx)
+        .await?;
+    for table in tables {
+        sqlx::query(&format!(
+            "ALTER TABLE public.{table} SET SCHEMA {RETIRED_SCHEMA}"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!("ALTER TABLE {schema}.{table} SET SCHEMA public"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    if all {
+        sqlx::query(&format!(
+            "ALTER TABLE public.{CHECKPOINTS} SET SCHEMA {RETIRED_SCHEMA}"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "ALTER TABLE {schema}.{CHECKPOINTS} SET SCHEMA public"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        for table in tables {
+            sqlx::query(&format!(
+                "DELETE FROM public.{CHECKPOINTS} WHERE projection = $1"
+            ))
+            .bind(table)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "INSERT INTO public.{CHECKPOINTS} SELECT * FROM {schema}.{CHECKPOINTS} WHERE projection = $1"
+            ))
+            .bind(table)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    sqlx::query(&format!("DROP SCHEMA {RETIRED_SCHEMA} CASCADE"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
