@@ -233,12 +233,15 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         if let Some(kafka) = &settings.kafka {
             dependencies.push(Arc::new(KafkaReady(kafka.clone())));
         }
-        let state = api::AppState::new(
+        let mut state = api::AppState::new(
             commands.clone(),
             pool.clone(),
             settings.public_url.clone(),
             dependencies,
         );
+        if let Some(kafka) = &settings.kafka {
+            state = state.with_stream_status(Arc::new(KafkaReady(kafka.clone())));
+        }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -276,5 +279,15 @@ impl api::Dependency for KafkaReady {
     }
     async fn check(&self) -> Result<(), String> {
         self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl api::StreamStatus for KafkaReady {
+    async fn lag(&self) -> Result<Vec<projections::status::PartitionLag>, String> {
+        self.0
+            .lag(&["projections", "planner", "delivery"])
+            .await
+            .map_err(|e| e.to_string())
     }
 }

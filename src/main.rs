@@ -91,6 +91,8 @@ enum Command {
         #[arg(long, requires = "as_of")]
         name: Option<String>,
     },
+    /// Outbox depth, projection and consumer lag, delivery and dead-letter queues (JSON).
+    Status,
     /// The notification trail: who was told what, when, through which channel, and why not.
     Replay {
         /// One build (its build_run_id).
@@ -285,6 +287,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             println!("{}", serde_json::to_string_pretty(&run)?);
+            return Ok(());
+        }
+        Command::Status => {
+            let pool = herald::connect(&settings.database_url).await?;
+            commands::migrate(&pool).await?;
+            let database = projections::status::database_status(&pool).await?;
+            let stream = match &settings.kafka {
+                Some(kafka) => match kafka.lag(&["projections", "planner", "delivery"]).await {
+                    Ok(partitions) => {
+                        serde_json::json!({ "kind": "kafka", "partitions": partitions })
+                    }
+                    Err(e) => serde_json::json!({ "kind": "kafka", "error": e.to_string() }),
+                },
+                None => serde_json::json!({ "kind": "in-process" }),
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "database": database, "stream": stream })
+                )?
+            );
             return Ok(());
         }
         Command::Replay {

@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod operations;
 mod projects;
+mod status;
 mod subscriptions;
 mod webhooks;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::Router;
 use commands::Commands;
+use projections::status::PartitionLag;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -30,6 +32,13 @@ pub trait Dependency: Send + Sync {
     async fn check(&self) -> Result<(), String>;
 }
 
+/// Consumer-group lag of the stream, when it is Kafka (the in-process bus has none to report).
+#[async_trait]
+pub trait StreamStatus: Send + Sync {
+    /// One entry per group and partition.
+    async fn lag(&self) -> Result<Vec<PartitionLag>, String>;
+}
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -40,6 +49,7 @@ pub struct AppState {
     pub dependencies: Vec<Arc<dyn Dependency>>,
     /// Pools onto named snapshots (`?as_of=<name>`), opened on first use and closed when idle.
     pub snapshots: moka::future::Cache<String, PgPool>,
+    pub stream: Option<Arc<dyn StreamStatus>>,
 }
 
 impl AppState {
@@ -58,7 +68,13 @@ impl AppState {
                 .max_capacity(16)
                 .time_to_idle(std::time::Duration::from_secs(600))
                 .build(),
+            stream: None,
         }
+    }
+
+    pub fn with_stream_status(mut self, stream: Arc<dyn StreamStatus>) -> Self {
+        self.stream = Some(stream);
+        self
     }
 
     /// The pool to read from: the live read models, or a named snapshot of them.
@@ -100,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dlq::router())
         .merge(audit::router())
         .merge(operations::router())
+        .merge(status::router())
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_| {

@@ -13,6 +13,7 @@ mod notifications;
 mod projects;
 pub mod queries;
 pub mod rebuild;
+pub mod status;
 mod subscriptions;
 
 use async_trait::async_trait;

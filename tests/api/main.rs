@@ -13,6 +13,7 @@ mod projects;
 mod providers;
 mod rebuild;
 mod relay;
+mod status;
 mod subscriptions;
 mod upcast;
 mod webhooks;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{handle_with_retry, EventHandler};
 use crate::relay::{PublishError, Publisher};
+use projections::status::PartitionLag;
 
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -57,6 +58,50 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+
+    /// How far each consumer group is behind the end of each partition.
+    pub async fn lag(&self, roles: &[&str]) -> Result<Vec<PartitionLag>, KafkaError> {
+        let config = self.clone();
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(5);
+            let mut lags = Vec::new();
+            for role in roles {
+                let group = format!("{}-{role}", config.group_prefix);
+                let consumer: rdkafka::consumer::BaseConsumer = config
+                    .client()
+                    .set("group.id", &group)
+                    .set("enable.auto.commit", "false")
+                    .create()?;
+                let metadata = consumer.fetch_metadata(Some(&config.topic), timeout)?;
+                let mut partitions = rdkafka::TopicPartitionList::new();
+                for topic in metadata.topics() {
+                    for partition in topic.partitions() {
+                        partitions.add_partition(&config.topic, partition.id());
+                    }
+                }
+                let committed = consumer.committed_offsets(partitions, timeout)?;
+                for element in committed.elements() {
+                    let (low, high) =
+                        consumer.fetch_watermarks(&config.topic, element.partition(), timeout)?;
+                    let position = match element.offset() {
+                        rdkafka::Offset::Offset(o) => o,
+                        _ => low,
+                    };
+                    lags.push(PartitionLag {
+                        group: group.clone(),
+                        partition: element.partition(),
+                        committed: position,
+                        end: high,
+                        lag: (high - position).max(0),
+                    });
+                }
+            }
+            Ok(lags)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
     }
 
     /// Is a broker reachable? (For `/ready`.)
