@@ -91,6 +91,21 @@ enum Command {
         #[arg(long, requires = "as_of")]
         name: Option<String>,
     },
+    /// What a proposed subscription (and template) would have sent over a past time range. Sends nothing.
+    DryRun {
+        #[arg(long)]
+        project: uuid::Uuid,
+        /// Comma-separated outcome filters, as subscriptions take them.
+        #[arg(long, value_delimiter = ',', default_value = "all")]
+        outcomes: Vec<String>,
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// A file holding a proposed Telegram template (handlebars).
+        #[arg(long)]
+        template_file: Option<std::path::PathBuf>,
+    },
     /// Outbox depth, projection and consumer lag, delivery and dead-letter queues (JSON).
     Status,
     /// The notification trail: who was told what, when, through which channel, and why not.
@@ -287,6 +302,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             println!("{}", serde_json::to_string_pretty(&run)?);
+            return Ok(());
+        }
+        Command::DryRun {
+            project,
+            outcomes,
+            from,
+            to,
+            template_file,
+        } => {
+            let outcomes = outcomes
+                .iter()
+                .map(|o| o.parse::<domain::OutcomeFilter>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let template = template_file.map(std::fs::read_to_string).transpose()?;
+            let pool = herald::connect(&settings.database_url).await?;
+            commands::migrate(&pool).await?;
+            let request = commands::dry_run::DryRunRequest {
+                project_id: project,
+                outcomes,
+                template,
+                from,
+                to,
+            };
+            let report = commands::dry_run::dry_run(&pool, &request).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(());
         }
         Command::Status => {

@@ -16,7 +16,48 @@ use crate::extract::Json;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/operations/rebuilds", get(list).post(start))
+    Router::new()
+        .route("/api/v1/operations/rebuilds", get(list).post(start))
+        .route("/api/v1/operations/dry-run", axum::routing::post(dry_run))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRunInput {
+    project_id: uuid::Uuid,
+    outcomes: Vec<String>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    template: Option<String>,
+}
+
+/// What a proposed subscription (and template) would have sent over a past time range; sends nothing.
+async fn dry_run(
+    State(state): State<AppState>,
+    Json(input): Json<DryRunInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    use commands::dry_run::{self, DryRunError, DryRunRequest};
+    let outcomes = input
+        .outcomes
+        .iter()
+        .map(|o| o.parse::<domain::OutcomeFilter>())
+        .collect::<Result<Vec<_>, _>>()?;
+    state.commands.active_project(input.project_id).await?;
+    let request = DryRunRequest {
+        project_id: input.project_id,
+        outcomes,
+        template: input.template,
+        from: input.from,
+        to: input.to,
+    };
+    let report = dry_run::dry_run(&state.pool, &request)
+        .await
+        .map_err(|e| match e {
+            DryRunError::Template(t) => ApiError::Invalid(t.to_string()),
+            DryRunError::Invalid(why) => ApiError::Invalid(why),
+            DryRunError::Database(e) => ApiError::from(e),
+        })?;
+    Ok(axum::Json(report))
 }
 
 async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -5,13 +5,16 @@
 //! read model.
 
 pub mod deliveries;
+pub mod dry_run;
 mod error;
 mod executor;
 mod history;
 mod migrate;
+pub mod planning;
 pub mod providers;
 mod secrets;
 mod service;
+pub mod template;
 
 pub use error::CommandError;
 pub use executor::Executor;

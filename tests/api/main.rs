@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod backup;
 mod dlq;
+mod dry_run;
 
 mod pipeline;
 mod projections_idempotence;

@@ -12,13 +12,12 @@ mod kafka;
 mod planner;
 mod relay;
 mod telegram;
-mod template;
 
 pub use bus::InProcessBus;
+pub use commands::template::MessageRenderer;
 pub use consumer::{run_consumer, EventHandler, HandlerError, ProjectionHandler, Stream};
 pub use delivery::{DeliveryEnqueuer, DeliveryOutcome, DeliveryWorker};
 pub use kafka::{KafkaConfig, KafkaConsumer, KafkaPublisher};
 pub use planner::Planner;
 pub use relay::{PublishError, Publisher, Relay};
 pub use telegram::{TelegramClient, TelegramConfig};
-pub use template::MessageRenderer;

@@ -14,7 +14,8 @@ use projections::queries;
 use uuid::Uuid;
 
 use crate::consumer::{EventHandler, HandlerError};
-use crate::template::MessageRenderer;
+use commands::planning::{decide, Decision};
+use commands::template::MessageRenderer;
 
 /// Namespace for notification ids (UUIDv5 over "build_run_id#sequence/subscription_id").
 const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x6865_7261_6c64_4e6f_7469_6669_6361_7469);
@@ -60,10 +61,6 @@ impl EventHandler for Planner {
         if subscriptions.is_empty() {
             return Ok(());
         }
-        let text = self
-            .renderer
-            .telegram_build(run, verdict)
-            .map_err(HandlerError::permanent)?;
         let mut metadata = Metadata::new();
         metadata.insert(
             "caused_by".into(),
@@ -71,13 +68,22 @@ impl EventHandler for Planner {
         );
         for subscription in subscriptions {
             let notification_id = Self::notification_id(event, subscription.subscription_id);
-            let wanted = subscription
+            let filters: Vec<OutcomeFilter> = subscription
                 .outcomes
                 .iter()
                 .filter_map(|o| o.parse::<OutcomeFilter>().ok())
-                .any(|f| f.matches(verdict.outcome, verdict.transition));
-            let command = match ChatId::parse(subscription.chat_id) {
-                Ok(chat_id) if wanted => NotificationCommand::Plan {
+                .collect();
+            let chat_id = match ChatId::parse(subscription.chat_id) {
+                Ok(chat_id) => chat_id,
+                Err(e) => {
+                    tracing::error!(subscription = %subscription.subscription_id, error = %e, "subscription has an invalid chat id");
+                    continue;
+                }
+            };
+            let command = match decide(&filters, run, verdict, &self.renderer)
+                .map_err(HandlerError::permanent)?
+            {
+                Decision::Send { text } => NotificationCommand::Plan {
                     notification_id,
                     build_run_id: event.aggregate_id.clone(),
                     project_id: run.project_id,
@@ -85,22 +91,18 @@ impl EventHandler for Planner {
                     subscription_version: subscription.version,
                     template: MessageRenderer::TELEGRAM_BUILD.to_owned(),
                     channel: Channel::Telegram { chat_id },
-                    text: text.clone(),
+                    text,
                     at: Utc::now(),
                 },
-                Ok(_) => NotificationCommand::Suppress {
+                Decision::Suppress { reason } => NotificationCommand::Suppress {
                     notification_id,
                     build_run_id: event.aggregate_id.clone(),
                     project_id: run.project_id,
                     subscription_id: subscription.subscription_id,
                     subscription_version: subscription.version,
-                    reason: "outcome_not_subscribed".into(),
+                    reason: reason.to_owned(),
                     at: Utc::now(),
                 },
-                Err(e) => {
-                    tracing::error!(subscription = %subscription.subscription_id, error = %e, "subscription has an invalid chat id");
-                    continue;
-                }
             };
             self.commands
                 .notifications()

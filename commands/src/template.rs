@@ -50,6 +50,14 @@ pub fn escape_telegram_html(raw: &str) -> String {
     out
 }
 
+/// A template that does not compile, with the line where it goes wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template error{}: {message}", line.map(|l| format!(" on line {l}")).unwrap_or_default())]
+pub struct TemplateError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
 pub struct MessageRenderer {
     registry: Handlebars<'static>,
 }
@@ -74,13 +82,23 @@ impl MessageRenderer {
     pub const TELEGRAM_BUILD: &'static str = "builtin/telegram_build@1";
 
     pub fn new() -> Self {
+        Self::with_telegram_template(TELEGRAM_BUILD).expect("the built-in template is valid")
+    }
+
+    /// A renderer with a proposed Telegram template instead of the built-in one. Variables: `emoji`, `headline`,
+    /// `outcome`, `repository`, `workflow`, `branch`, `commit`, `commit_message`, `author`, `duration`,
+    /// `failed_jobs`, `url`, `run_number`.
+    pub fn with_telegram_template(template: &str) -> Result<Self, TemplateError> {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
         registry.register_escape_fn(escape_telegram_html);
         registry
-            .register_template_string("telegram_build", TELEGRAM_BUILD)
-            .expect("the built-in template is valid");
-        Self { registry }
+            .register_template_string("telegram_build", template)
+            .map_err(|e| TemplateError {
+                line: e.pos().map(|(line, _)| line),
+                message: e.reason().to_string(),
+            })?;
+        Ok(Self { registry })
     }
 
     /// The Telegram HTML text announcing a build verdict.
@@ -216,6 +234,18 @@ mod tests {
             text,
             "🟢 <b>octo-org/&lt;script&gt;</b>: CI &amp; deploy passed\nOutcome: <b>succeeded</b>\nBranch: <code>main</code>\n"
         );
+    }
+
+    #[test]
+    fn a_broken_template_says_where() {
+        let error = MessageRenderer::with_telegram_template("ok\n{{#if x}} never closed")
+            .err()
+            .unwrap();
+        assert_eq!(error.line, Some(2), "{error}");
+        let unknown = MessageRenderer::with_telegram_template("{{nonsense}}").unwrap();
+        assert!(unknown
+            .telegram_build(&run(), &verdict(Outcome::Failed, Transition::Broken))
+            .is_err());
     }
 
     #[test]
