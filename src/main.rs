@@ -106,6 +106,11 @@ enum Command {
         #[arg(long)]
         template_file: Option<std::path::PathBuf>,
     },
+    /// Projects and subscriptions as one JSON document.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Outbox depth, projection and consumer lag, delivery and dead-letter queues (JSON).
     Status,
     /// The notification trail: who was told what, when, through which channel, and why not.
@@ -137,6 +142,18 @@ enum Command {
         #[arg(long)]
         verify_only: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the configuration (JSON) to standard output.
+    Export {
+        /// Include webhook secrets (then the file is as sensitive as the database).
+        #[arg(long)]
+        include_secrets: bool,
+    },
+    /// Create what a configuration file holds and this Herald lacks; what exists is left as it is.
+    Import { file: std::path::PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -327,6 +344,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let report = commands::dry_run::dry_run(&pool, &request).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(());
+        }
+        Command::Config { action } => {
+            let pool = herald::connect(&settings.database_url).await?;
+            commands::migrate(&pool).await?;
+            let commands = commands::Commands::new(pool.clone());
+            match action {
+                ConfigAction::Export { include_secrets } => {
+                    let document =
+                        commands::config::export(&pool, &commands, include_secrets).await?;
+                    println!("{}", serde_json::to_string_pretty(&document)?);
+                }
+                ConfigAction::Import { file } => {
+                    let raw = std::fs::read(&file)?;
+                    let document: commands::config::ConfigDocument = serde_json::from_slice(&raw)
+                        .map_err(|e| {
+                        anyhow::anyhow!("{} is not a Herald configuration: {e}", file.display())
+                    })?;
+                    let report = commands::config::import(&commands, &document).await?;
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                }
+            }
             return Ok(());
         }
         Command::Status => {

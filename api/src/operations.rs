@@ -19,6 +19,34 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/operations/rebuilds", get(list).post(start))
         .route("/api/v1/operations/dry-run", axum::routing::post(dry_run))
+        .route("/api/v1/config", get(export_config).post(import_config))
+}
+
+/// The configuration document, without secrets (the CLI exports them on request).
+async fn export_config(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let document = commands::config::export(&state.pool, &state.commands, false)
+        .await
+        .map_err(config_error)?;
+    Ok(axum::Json(document))
+}
+
+async fn import_config(
+    State(state): State<AppState>,
+    Json(document): Json<commands::config::ConfigDocument>,
+) -> Result<impl IntoResponse, ApiError> {
+    let report = commands::config::import(&state.commands, &document)
+        .await
+        .map_err(config_error)?;
+    Ok(axum::Json(report))
+}
+
+fn config_error(e: commands::config::ConfigError) -> ApiError {
+    use commands::config::ConfigError;
+    match e {
+        ConfigError::Invalid(why) => ApiError::Invalid(why),
+        ConfigError::Command(e) => e.into(),
+        ConfigError::Database(e) => e.into(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,7 @@
 //! Everything that changes state goes through here and ends as events in the log; this crate never writes a
 //! read model.
 
+pub mod config;
 pub mod deliveries;
 pub mod dry_run;
 mod error;
@@ -12,7 +13,7 @@ mod history;
 mod migrate;
 pub mod planning;
 pub mod providers;
-mod secrets;
+pub(crate) mod secrets;
 mod service;
 pub mod template;
 

@@ -59,8 +59,21 @@ impl Commands {
         name: ProjectName,
         metadata: &Metadata,
     ) -> Result<(Uuid, String), CommandError> {
-        let project_id = Uuid::new_v4();
-        let secret = secrets::generate();
+        self.create_project_with(Uuid::new_v4(), name, secrets::generate(), metadata)
+            .await
+    }
+
+    /// Create a project with a given id and secret (a configuration import); refused if the id exists.
+    pub async fn create_project_with(
+        &self,
+        project_id: Uuid,
+        name: ProjectName,
+        secret: String,
+        metadata: &Metadata,
+    ) -> Result<(Uuid, String), CommandError> {
+        if self.project(project_id).await?.exists() {
+            return Err(ProjectError::AlreadyExists.into());
+        }
         // The secret row is written first: if the command then fails, an unused secret row is harmless, while
         // a project without its secret could never verify a webhook.
         secrets::store(&self.pool, project_id, 1, &secret).await?;
@@ -210,8 +223,20 @@ impl Commands {
         outcomes: Vec<OutcomeFilter>,
         metadata: &Metadata,
     ) -> Result<Uuid, CommandError> {
+        self.subscribe_with(Uuid::new_v4(), project_id, chat_id, outcomes, metadata)
+            .await
+    }
+
+    /// Subscribe with a given subscription id (a configuration import).
+    pub async fn subscribe_with(
+        &self,
+        subscription_id: Uuid,
+        project_id: Uuid,
+        chat_id: ChatId,
+        outcomes: Vec<OutcomeFilter>,
+        metadata: &Metadata,
+    ) -> Result<Uuid, CommandError> {
         self.active_project(project_id).await?;
-        let subscription_id = Uuid::new_v4();
         let command = SubscriptionCommand::Subscribe {
             subscription_id,
             project_id,
@@ -287,6 +312,25 @@ impl Commands {
             return Err(NotificationError::NotPlanned.into());
         }
         Ok(notification)
+    }
+
+    /// Does this subscription exist (active or not)?
+    pub async fn subscription_exists(&self, subscription_id: Uuid) -> Result<bool, CommandError> {
+        Ok(self
+            .subscriptions
+            .load(&subscription_id.to_string())
+            .await?
+            .subscription_id
+            .is_some())
+    }
+
+    /// The current webhook secret of a project, for a configuration export.
+    pub async fn current_secret(&self, project_id: Uuid) -> Result<Option<String>, CommandError> {
+        let project = self.project(project_id).await?;
+        if !project.exists() {
+            return Ok(None);
+        }
+        Ok(secrets::load(&self.pool, project_id, project.secret_version).await?)
     }
 
     /// Notifications are commanded by the planner and the delivery workers.

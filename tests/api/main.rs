@@ -5,6 +5,7 @@ mod helpers;
 
 mod audit;
 mod backup;
+mod config;
 mod dlq;
 mod dry_run;
 
