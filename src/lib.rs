@@ -32,6 +32,8 @@ pub struct Settings {
     /// `None`: notifications are planned and queued, not sent.
     pub telegram: Option<TelegramConfig>,
     pub max_delivery_attempts: u32,
+    /// Scheduled backups, when configured.
+    pub backups: Option<ops::backup::Schedule>,
 }
 
 /// One part of Herald that can run in this process.
@@ -225,6 +227,14 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
     if roles.contains(&Role::Relay) {
         let relay = Relay::new(pool.clone(), publisher);
         tasks.push(("relay", tokio::spawn(relay.run(shutdown.clone()))));
+    }
+
+    if let Some(schedule) = &settings.backups {
+        let (pool, schedule, token) = (pool.clone(), schedule.clone(), shutdown.clone());
+        tasks.push((
+            "backups",
+            tokio::spawn(ops::backup::run_schedule(pool, schedule, token)),
+        ));
     }
 
     let mut api_addr = None;

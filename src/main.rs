@@ -47,6 +47,15 @@ struct Cli {
     /// Attempts per notification before it is dead-lettered.
     #[arg(long, env = "HERALD_DELIVERY_MAX_ATTEMPTS", default_value_t = 5)]
     delivery_max_attempts: u32,
+    /// Take scheduled backups into this directory (each a new `herald-<time>` directory).
+    #[arg(long, env = "HERALD_BACKUP_DIR")]
+    backup_dir: Option<std::path::PathBuf>,
+    /// How often: 90s, 15m, 6h, 1d.
+    #[arg(long, env = "HERALD_BACKUP_INTERVAL", default_value = "1d", value_parser = herald::ops::backup::parse_interval)]
+    backup_interval: std::time::Duration,
+    /// How many scheduled backups to keep.
+    #[arg(long, env = "HERALD_BACKUP_KEEP", default_value_t = 7)]
+    backup_keep: usize,
     /// Log format.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -213,6 +222,14 @@ impl Cli {
                     timeout: Duration::from_secs(10),
                 }),
             max_delivery_attempts: self.delivery_max_attempts.max(1),
+            backups: self
+                .backup_dir
+                .clone()
+                .map(|dir| herald::ops::backup::Schedule {
+                    dir,
+                    every: self.backup_interval,
+                    keep: self.backup_keep,
+                }),
         }
     }
 }

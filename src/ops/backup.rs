@@ -354,3 +354,103 @@ async fn insert_events(tx: &mut sqlx::PgConnection, events: &[StoredEvent]) -> a
     }
     Ok(())
 }
+
+/// Backups taken on a timer by a running Herald.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Each backup is a new directory `herald-<UTC time>` in here.
+    pub dir: PathBuf,
+    pub every: std::time::Duration,
+    /// How many backups to keep; older ones are deleted after a new one succeeded.
+    pub keep: usize,
+}
+
+/// Parse `90s`, `15m`, `6h`, `1d` (or plain seconds).
+pub fn parse_interval(raw: &str) -> Result<std::time::Duration, String> {
+    let raw = raw.trim();
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not an interval like 90s, 15m, 6h or 1d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => {
+            return Err(format!(
+                "{raw:?} is not an interval like 90s, 15m, 6h or 1d"
+            ))
+        }
+    };
+    if seconds == 0 {
+        return Err("the backup interval must be at least one second".into());
+    }
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
+/// Take a backup every `schedule.every` until `shutdown`. With several Herald processes, one takes each backup
+/// (an advisory lock decides); the others skip that turn.
+pub async fn run_schedule(
+    pool: PgPool,
+    schedule: Schedule,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    const LOCK: i64 = 0x6865_726c_6462_6b70;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(schedule.every) => {}
+        }
+        let mut conn = match pool.acquire().await {
+            Ok(c) => c.detach(),
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduled backup: no database connection");
+                continue;
+            }
+        };
+        let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or(false);
+        if !ours {
+            continue;
+        }
+        let dir = schedule.dir.join(format!(
+            "herald-{}",
+            Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+        ));
+        match backup(&pool, &dir, &mut Progress::silent()).await {
+            Ok(manifest) => {
+                tracing::info!(dir = %dir.display(), last_global_seq = manifest.last_global_seq, "scheduled backup written");
+                prune(&schedule.dir, schedule.keep);
+            }
+            Err(e) => tracing::error!(dir = %dir.display(), error = %e, "scheduled backup failed"),
+        }
+        let _ = sqlx::Connection::close(conn).await;
+    }
+}
+
+/// Keep the newest `keep` backups (names sort by time) in `dir`.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut backups: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("herald-"))
+        })
+        .filter(|p| p.join(MANIFEST).exists())
+        .collect();
+    backups.sort();
+    let excess = backups.len().saturating_sub(keep.max(1));
+    for old in &backups[..excess] {
+        if let Err(e) = std::fs::remove_dir_all(old) {
+            tracing::warn!(dir = %old.display(), error = %e, "cannot delete an old backup");
+        }
+    }
+}

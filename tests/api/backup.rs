@@ -158,3 +158,43 @@ async fn a_damaged_backup_is_refused_before_anything_is_written() {
     let _ = std::fs::remove_dir_all(&dir);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn scheduled_backups_are_taken_and_old_ones_pruned() {
+    let telegram = crate::helpers::FakeTelegram::start().await;
+    let database = fresh_database().await;
+    let mut settings = crate::helpers::settings_for(&database, Bus::InProcess, &telegram);
+    let dir = temp_dir();
+    settings.backups = Some(backup::Schedule {
+        dir: dir.clone(),
+        every: std::time::Duration::from_millis(300),
+        keep: 2,
+    });
+    let running = herald::start(&settings, &[herald::Role::Api])
+        .await
+        .unwrap();
+    let count = || {
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("manifest.json").exists())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+    running.stop().await;
+    assert_eq!(count(), 2, "only the newest two are kept");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        backup::verify(&entry.unwrap().path()).unwrap();
+    }
+    assert_eq!(
+        backup::parse_interval("15m").unwrap(),
+        std::time::Duration::from_secs(900)
+    );
+    assert!(backup::parse_interval("0s").is_err());
+    assert!(backup::parse_interval("soon").is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+    drop_database(&database).await;
+}

@@ -222,6 +222,7 @@ pub fn settings_for(database: &str, bus: Bus, telegram: &FakeTelegram) -> Settin
             timeout: Duration::from_secs(5),
         }),
         max_delivery_attempts: 3,
+        backups: None,
     }
 }
 
