@@ -120,6 +120,11 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Benchmarks that print figures beside a same-run baseline.
+    Bench {
+        #[command(subcommand)]
+        scenario: BenchScenario,
+    },
     /// Outbox depth, projection and consumer lag, delivery and dead-letter queues (JSON).
     Status,
     /// The notification trail: who was told what, when, through which channel, and why not.
@@ -150,6 +155,18 @@ enum Command {
         /// Only verify the checksums; write nothing.
         #[arg(long)]
         verify_only: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchScenario {
+    /// Rebuild all read models from N generated events, beside `COPY ... TO` of the same table.
+    Rebuild {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
 }
 
@@ -382,6 +399,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let report = commands::config::import(&commands, &document).await?;
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 }
+            }
+            return Ok(());
+        }
+        Command::Bench { scenario } => {
+            let BenchScenario::Rebuild { events, json } = scenario;
+            let result = herald::ops::bench::rebuild(&settings.database_url, events).await?;
+            herald::ops::bench::print(&result);
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
             }
             return Ok(());
         }

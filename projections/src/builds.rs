@@ -9,17 +9,30 @@ use crate::{decode, Projection, ProjectionError};
 
 pub struct BuildRunsProjection;
 
+/// What an event says about the run's times and verdict; `None` leaves the stored value.
+#[derive(Default)]
+struct Changes<'a> {
+    queued_at: Option<chrono::DateTime<chrono::Utc>>,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    verdict: Option<&'a domain::Verdict>,
+}
+
+/// One statement per event: insert the run or update it, keeping known values the event does not carry.
 async fn upsert_run(
     tx: &mut PgConnection,
     id: &str,
     run: &RunInfo,
     status: BuildStatus,
     at: chrono::DateTime<chrono::Utc>,
+    changes: Changes<'_>,
 ) -> Result<(), sqlx::Error> {
+    let verdict = changes.verdict;
     sqlx::query(
         "INSERT INTO build_runs (build_run_id, project_id, provider, repository, workflow, branch, run_id,
-                                 run_number, attempt, commit_sha, commit_message, author, url, status, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                                 run_number, attempt, commit_sha, commit_message, author, url, status, updated_at,
+                                 queued_at, started_at, outcome, transition, failure_streak, completed_at,
+                                 duration_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
          ON CONFLICT (build_run_id) DO UPDATE SET
              workflow = EXCLUDED.workflow, branch = EXCLUDED.branch,
              run_number = COALESCE(EXCLUDED.run_number, build_runs.run_number),
@@ -27,7 +40,15 @@ async fn upsert_run(
              commit_message = COALESCE(EXCLUDED.commit_message, build_runs.commit_message),
              author = COALESCE(EXCLUDED.author, build_runs.author),
              url = COALESCE(EXCLUDED.url, build_runs.url),
-             status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
+             status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
+             queued_at = COALESCE(EXCLUDED.queued_at, build_runs.queued_at),
+             started_at = CASE WHEN EXCLUDED.outcome IS NULL THEN COALESCE(EXCLUDED.started_at, build_runs.started_at)
+                               ELSE COALESCE(build_runs.started_at, EXCLUDED.started_at) END,
+             outcome = COALESCE(EXCLUDED.outcome, build_runs.outcome),
+             transition = COALESCE(EXCLUDED.transition, build_runs.transition),
+             failure_streak = COALESCE(EXCLUDED.failure_streak, build_runs.failure_streak),
+             completed_at = COALESCE(EXCLUDED.completed_at, build_runs.completed_at),
+             duration_secs = COALESCE(EXCLUDED.duration_secs, build_runs.duration_secs)",
     )
     .bind(id)
     .bind(run.project_id)
@@ -44,6 +65,13 @@ async fn upsert_run(
     .bind(&run.url)
     .bind(status.as_str())
     .bind(at)
+    .bind(changes.queued_at)
+    .bind(changes.started_at.or(verdict.and_then(|v| v.started_at)))
+    .bind(verdict.map(|v| v.outcome.as_str()))
+    .bind(verdict.map(|v| v.transition.as_str()))
+    .bind(verdict.map(|v| i32::try_from(v.failure_streak).unwrap_or(i32::MAX)))
+    .bind(verdict.map(|v| v.completed_at))
+    .bind(verdict.and_then(|v| v.duration_secs))
     .execute(tx)
     .await?;
     Ok(())
@@ -93,22 +121,20 @@ impl Projection for BuildRunsProjection {
         let at = event.recorded_at;
         match decode::<BuildRunEvent>(event)? {
             BuildRunEvent::BuildQueued { run, queued_at, .. } => {
-                upsert_run(tx, id, &run, BuildStatus::Queued, at).await?;
-                sqlx::query("UPDATE build_runs SET queued_at = $2 WHERE build_run_id = $1")
-                    .bind(id)
-                    .bind(queued_at)
-                    .execute(tx)
-                    .await?;
+                let changes = Changes {
+                    queued_at: Some(queued_at),
+                    ..Changes::default()
+                };
+                upsert_run(tx, id, &run, BuildStatus::Queued, at, changes).await?;
             }
             BuildRunEvent::BuildStarted {
                 run, started_at, ..
             } => {
-                upsert_run(tx, id, &run, BuildStatus::Started, at).await?;
-                sqlx::query("UPDATE build_runs SET started_at = $2 WHERE build_run_id = $1")
-                    .bind(id)
-                    .bind(started_at)
-                    .execute(tx)
-                    .await?;
+                let changes = Changes {
+                    started_at: Some(started_at),
+                    ..Changes::default()
+                };
+                upsert_run(tx, id, &run, BuildStatus::Started, at, changes).await?;
             }
             BuildRunEvent::JobQueued { job, .. }
             | BuildRunEvent::JobStarted { job, .. }
@@ -116,21 +142,11 @@ impl Projection for BuildRunsProjection {
             BuildRunEvent::BuildSucceeded { run, verdict, .. }
             | BuildRunEvent::BuildFailed { run, verdict, .. }
             | BuildRunEvent::BuildCancelled { run, verdict, .. } => {
-                upsert_run(tx, id, &run, BuildStatus::Completed, at).await?;
-                sqlx::query(
-                    "UPDATE build_runs SET outcome = $2, transition = $3, failure_streak = $4,
-                            started_at = COALESCE(started_at, $5), completed_at = $6, duration_secs = $7
-                      WHERE build_run_id = $1",
-                )
-                .bind(id)
-                .bind(verdict.outcome.as_str())
-                .bind(verdict.transition.as_str())
-                .bind(i32::try_from(verdict.failure_streak).unwrap_or(i32::MAX))
-                .bind(verdict.started_at)
-                .bind(verdict.completed_at)
-                .bind(verdict.duration_secs)
-                .execute(tx)
-                .await?;
+                let changes = Changes {
+                    verdict: Some(&verdict),
+                    ..Changes::default()
+                };
+                upsert_run(tx, id, &run, BuildStatus::Completed, at, changes).await?;
             }
         }
         Ok(())

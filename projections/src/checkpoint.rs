@@ -1,5 +1,7 @@
 //! Per projection and aggregate, the last sequence applied.
 
+use std::collections::HashMap;
+
 use domain::StoredEvent;
 use sqlx::PgConnection;
 
@@ -45,6 +47,56 @@ pub(crate) async fn advance(
     .bind(&event.aggregate_type)
     .bind(&event.aggregate_id)
     .bind(event.sequence)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Checkpoints of a batch's aggregates, keyed by (aggregate type, id), with their rows locked.
+pub(crate) async fn lock_many(
+    tx: &mut PgConnection,
+    projection: &str,
+    events: &[&StoredEvent],
+) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+    let types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c
+           JOIN UNNEST($2::text[], $3::text[]) AS b(t, i) ON c.aggregate_type = b.t AND c.aggregate_id = b.i
+          WHERE c.projection = $1 FOR UPDATE OF c",
+    )
+    .bind(projection)
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(|(t, i, s)| ((t, i), s)).collect())
+}
+
+/// Write many checkpoints in one statement.
+pub(crate) async fn store_many(
+    tx: &mut PgConnection,
+    projection: &str,
+    checkpoints: &HashMap<(String, String), i64>,
+) -> Result<(), sqlx::Error> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let (mut types, mut ids, mut sequences) = (Vec::new(), Vec::new(), Vec::new());
+    for ((t, i), s) in checkpoints {
+        types.push(t.as_str());
+        ids.push(i.as_str());
+        sequences.push(*s);
+    }
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, aggregate_type, aggregate_id, last_sequence)
+         SELECT $1, t, i, s FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS b(t, i, s)
+         ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
+    )
+    .bind(projection)
+    .bind(&types)
+    .bind(&ids)
+    .bind(&sequences)
     .execute(&mut *tx)
     .await?;
     Ok(())

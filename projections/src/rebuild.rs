@@ -286,12 +286,12 @@ async fn run_locked(
         let Some(batch_last) = batch.last().map(|e| e.global_seq) else {
             break;
         };
-        for event in &batch {
-            if as_of.is_some_and(|at| event.recorded_at > at) {
-                continue;
-            }
-            projector.handle(event).await?;
-        }
+        let wanted: Vec<_> = batch
+            .iter()
+            .filter(|e| as_of.is_none_or(|at| e.recorded_at <= at))
+            .cloned()
+            .collect();
+        projector.handle_batch(&wanted).await?;
         last = batch_last;
         applied += batch.len() as i64;
         this_call += batch.len() as u64;

@@ -2,6 +2,7 @@
 //! CLI calls (and tests call directly).
 
 pub mod backup;
+pub mod bench;
 pub mod dlq;
 pub mod progress;
 pub mod rebuild;

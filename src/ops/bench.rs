@@ -1,0 +1,312 @@
+//! `herald bench rebuild`: rebuild every read model from N generated events, beside the same-run baseline of a
+//! plain `COPY (SELECT ... FROM events) TO STDOUT` of the same table — the least any rebuild must do is read the
+//! log once. Prints a table and writes JSON with events/s, the ratio to the baseline, and peak RSS.
+//!
+//! It runs in a scratch database on the same server as `DATABASE_URL`, created and dropped here.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::{Duration, TimeZone, Utc};
+use domain::{BuildRunEvent, ProjectEvent, ProjectName, RunInfo, Transition, Verdict};
+use futures::StreamExt;
+use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Serialize)]
+pub struct RebuildBench {
+    pub scenario: &'static str,
+    pub events: u64,
+    pub baseline_copy_seconds: f64,
+    pub baseline_events_per_second: f64,
+    pub rebuild_seconds: f64,
+    pub rebuild_events_per_second: f64,
+    /// Rebuild time over baseline time: how many times longer than just reading the log.
+    pub ratio_to_baseline: f64,
+    pub peak_rss_mib_copy: f64,
+    pub peak_rss_mib_rebuild: f64,
+}
+
+/// Peak resident memory of this process since the last reset, in MiB (Linux).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Start measuring the peak anew (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+struct Row {
+    aggregate_type: &'static str,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    payload: serde_json::Value,
+}
+
+fn row<E: cqrs_es::DomainEvent>(
+    aggregate_type: &'static str,
+    aggregate_id: &str,
+    sequence: i64,
+    event: &E,
+) -> anyhow::Result<Row> {
+    Ok(Row {
+        aggregate_type,
+        aggregate_id: aggregate_id.to_owned(),
+        sequence,
+        event_type: event.event_type(),
+        payload: serde_json::to_value(event)?,
+    })
+}
+
+async fn insert(conn: &mut PgConnection, rows: &[Row]) -> anyhow::Result<()> {
+    let version: Vec<&str> = rows
+        .iter()
+        .map(|r| domain::upcast::current_version(&r.event_type))
+        .collect();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT t, i, s, e, v, p::json, '{}'::json
+           FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[]) AS x(t, i, s, e, v, p)",
+    )
+    .bind(rows.iter().map(|r| r.aggregate_type).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.aggregate_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.sequence).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
+    .bind(version)
+    .bind(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// N events: 20 projects, then runs of three events each (queued, started, verdict), 1 in 5 failing.
+async fn generate(pool: &PgPool, events: u64) -> anyhow::Result<u64> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_to_outbox")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER events_index_build_verdicts")
+        .execute(&mut *conn)
+        .await?;
+    let start = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .context("a valid date")?;
+    let projects: Vec<Uuid> = (0..20)
+        .map(|i| Uuid::from_u128(0x6865_7261_6c64_0000 + i))
+        .collect();
+    let mut batch = Vec::with_capacity(6000);
+    for project in &projects {
+        let created = ProjectEvent::ProjectCreated {
+            project_id: *project,
+            name: ProjectName::parse(&format!("bench-{project}"))
+                .map_err(|e| anyhow::anyhow!(e))?,
+            secret_version: 1,
+            secret_fingerprint: "bench".into(),
+            created_at: start,
+        };
+        batch.push(row("Project", &project.to_string(), 1, &created)?);
+    }
+    let mut written = batch.len() as u64;
+    let mut run_id = 0_i64;
+    while written < events {
+        run_id += 1;
+        let project_id = projects[(run_id as usize) % projects.len()];
+        let at = start + Duration::seconds(run_id * 60);
+        let run = RunInfo {
+            project_id,
+            provider: "github".into(),
+            repository: format!("bench/repo-{}", run_id % 20),
+            workflow: ["ci", "deploy", "nightly"][(run_id % 3) as usize].into(),
+            branch: Some(["main", "dev"][(run_id % 2) as usize].into()),
+            tag: None,
+            pull_request: None,
+            run_id,
+            run_key: None,
+            run_number: Some(run_id),
+            attempt: 1,
+            commit_sha: Some(format!("{run_id:040x}")),
+            commit_message: Some("bench: a commit".into()),
+            author: Some("bench".into()),
+            url: None,
+        };
+        let id = run.build_run_id();
+        let failed = run_id % 5 == 0;
+        let verdict = Verdict {
+            outcome: if failed {
+                domain::Outcome::Failed
+            } else {
+                domain::Outcome::Succeeded
+            },
+            transition: if failed {
+                Transition::Broken
+            } else {
+                Transition::Passing
+            },
+            previous_outcome: None,
+            failure_streak: u32::from(failed),
+            started_at: Some(at),
+            completed_at: at + Duration::seconds(90),
+            duration_secs: Some(90),
+            failed_jobs: vec![],
+        };
+        let delivery = |n: u8| format!("bench-{run_id}-{n}");
+        let lifecycle = [
+            BuildRunEvent::BuildQueued {
+                delivery_id: delivery(1),
+                run: run.clone(),
+                queued_at: at,
+            },
+            BuildRunEvent::BuildStarted {
+                delivery_id: delivery(2),
+                run: run.clone(),
+                started_at: at,
+            },
+            if failed {
+                BuildRunEvent::BuildFailed {
+                    delivery_id: delivery(3),
+                    run,
+                    verdict,
+                }
+            } else {
+                BuildRunEvent::BuildSucceeded {
+                    delivery_id: delivery(3),
+                    run,
+                    verdict,
+                }
+            },
+        ];
+        for (sequence, event) in lifecycle.iter().enumerate() {
+            batch.push(row("BuildRun", &id, sequence as i64 + 1, event)?);
+        }
+        written += 3;
+        if batch.len() >= 6000 {
+            insert(&mut conn, &batch).await?;
+            batch.clear();
+        }
+    }
+    insert(&mut conn, &batch).await?;
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_to_outbox")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER events_index_build_verdicts")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("ANALYZE events").execute(&mut *conn).await?;
+    Ok(written)
+}
+
+pub async fn rebuild(database_url: &str, events: u64) -> anyhow::Result<RebuildBench> {
+    let options: PgConnectOptions = database_url
+        .parse()
+        .context("DATABASE_URL is not a postgres:// URL")?;
+    let scratch = format!("herald_bench_{}", std::process::id());
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {scratch}"))
+        .execute(&mut admin)
+        .await?;
+    let result = async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone().database(&scratch))
+            .await?;
+        commands::migrate(&pool).await?;
+        eprintln!("generating {events} events…");
+        let events = generate(&pool, events).await?;
+
+        eprintln!("baseline: COPY of the events table…");
+        reset_peak_rss();
+        let started = Instant::now();
+        let mut conn = pool.acquire().await?;
+        let mut bytes = 0_usize;
+        let mut copy = conn
+            .copy_out_raw("COPY (SELECT * FROM events ORDER BY global_seq) TO STDOUT")
+            .await?;
+        while let Some(chunk) = copy.next().await {
+            bytes += chunk?.len();
+        }
+        drop(copy);
+        drop(conn);
+        let copy_seconds = started.elapsed().as_secs_f64();
+        let peak_copy = peak_rss_mib();
+        eprintln!("copied {bytes} bytes");
+
+        eprintln!("rebuilding every read model…");
+        reset_peak_rss();
+        let started = Instant::now();
+        let mut quiet = |_: u64, _: u64| {};
+        projections::rebuild::run(
+            &pool,
+            projections::rebuild::Rebuild {
+                target: projections::rebuild::Target::All,
+                snapshot: None,
+                progress: &mut quiet,
+                stop_after: None,
+                batch_size: None,
+            },
+        )
+        .await?;
+        let rebuild_seconds = started.elapsed().as_secs_f64();
+        let peak_rebuild = peak_rss_mib();
+        let finished: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM build_runs WHERE status = 'completed'")
+                .fetch_one(&pool)
+                .await?;
+        anyhow::ensure!(
+            finished as u64 == (events - 20) / 3,
+            "the rebuild missed runs: {finished}"
+        );
+        pool.close().await;
+        Ok::<_, anyhow::Error>(RebuildBench {
+            scenario: "rebuild",
+            events,
+            baseline_copy_seconds: copy_seconds,
+            baseline_events_per_second: events as f64 / copy_seconds,
+            rebuild_seconds,
+            rebuild_events_per_second: events as f64 / rebuild_seconds,
+            ratio_to_baseline: rebuild_seconds / copy_seconds,
+            peak_rss_mib_copy: peak_copy,
+            peak_rss_mib_rebuild: peak_rebuild,
+        })
+    }
+    .await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    result
+}
+
+pub fn print(bench: &RebuildBench) {
+    println!("scenario  events     baseline COPY        rebuild              ratio   peak RSS (copy / rebuild)");
+    println!(
+        "{:<8}  {:<9}  {:>7.2}s {:>9.0}/s  {:>7.2}s {:>9.0}/s  {:>5.1}x  {:.0} MiB / {:.0} MiB",
+        bench.scenario,
+        bench.events,
+        bench.baseline_copy_seconds,
+        bench.baseline_events_per_second,
+        bench.rebuild_seconds,
+        bench.rebuild_events_per_second,
+        bench.ratio_to_baseline,
+        bench.peak_rss_mib_copy,
+        bench.peak_rss_mib_rebuild
+    );
+}
