@@ -68,6 +68,23 @@ pub async fn read_after(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
+/// Up to `limit` events after `after`, everything committed now, with no regard for late committers: only for
+/// a log nobody is appending to (a restore, the tail end of a snapshot).
+pub async fn read_page(
+    pool: &PgPool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.global_seq > $1 ORDER BY e.global_seq LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
 /// Reads the log in global order from one REPEATABLE READ snapshot, page by page.
 ///
 /// Within a single snapshot nothing can commit "behind" a page already read, so no xmin filter is needed (and

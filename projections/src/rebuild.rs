@@ -18,7 +18,7 @@ use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
 
-use crate::log::{EventRow, LogCursor, EVENT_COLUMNS};
+use crate::log::{read_after, read_page, EventRow, EVENT_COLUMNS};
 use crate::{projection_named, Projector, PROJECTIONS};
 
 const CHECKPOINTS: &str = "projection_checkpoints";
@@ -278,12 +278,23 @@ async fn run_locked(
     );
     let started = Instant::now();
     let mut this_call = 0_u64;
-    let mut cursor = LogCursor::open(pool, last).await?;
+    // Short transactions, not one long snapshot: a snapshot held for the whole rebuild would keep vacuum from
+    // cleaning the read-model rows the rebuild updates over and over, and every update would get slower.
+    // `read_after` never skips an event that commits late; what is not safe to read yet is caught up at the swap.
+    let mut tail = false;
     loop {
-        let batch = cursor
-            .next_batch(options.batch_size.unwrap_or(BATCH))
-            .await?;
+        let size = options.batch_size.unwrap_or(BATCH);
+        let batch = if tail {
+            read_page(pool, last, size).await?
+        } else {
+            read_after(pool, last, size).await?
+        };
         let Some(batch_last) = batch.last().map(|e| e.global_seq) else {
+            // A snapshot has no swap to catch up in: read what committed since, whoever else is running.
+            if as_of.is_some() && !tail {
+                tail = true;
+                continue;
+            }
             break;
         };
         let wanted: Vec<_> = batch
@@ -309,12 +320,10 @@ async fn run_locked(
         .await?;
         (options.progress)(applied as u64, total as u64);
         if options.stop_after.is_some_and(|limit| this_call >= limit) {
-            cursor.close().await?;
             shadow.close().await;
             return Err(RebuildError::Interrupted(this_call));
         }
     }
-    cursor.close().await?;
     shadow.close().await;
 
     if as_of.is_none() {

@@ -22,19 +22,17 @@ pub async fn rebuild_in_place(pool: &PgPool, progress: &mut Progress) -> anyhow:
     progress.start("rebuilding read models", total as u64);
     let projector = projections::Projector::all(pool.clone());
     let mut applied = 0_u64;
-    let mut cursor = projections::log::LogCursor::open(pool, 0).await?;
+    // Nothing else writes this database while it is restored, so reading it page by page in short transactions
+    // sees all of it (and lets vacuum keep up with the rows the rebuild updates).
+    let mut after = 0_i64;
     loop {
-        let batch = cursor.next_batch(2000).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for event in &batch {
-            projector.handle(event).await?;
-        }
+        let batch = projections::log::read_page(pool, after, 2000).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.global_seq;
+        projector.handle_batch(&batch).await?;
         applied += batch.len() as u64;
         progress.set(applied);
     }
-    cursor.close().await?;
     progress.finish(&format!("rebuilt the read models from {applied} events"));
     Ok(applied)
 }

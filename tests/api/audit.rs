@@ -1,11 +1,9 @@
 //! The auditor's trail: for a build, who was told what, when, through which channel, how many attempts, and
 //! why someone was not told — over the API and from `herald replay`.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use crate::helpers::{fixture, spawn_app, wait_until, Bus, Reply};
+use crate::helpers::{fixture, spawn_app, Bus, Reply};
 
 #[tokio::test]
 async fn the_trail_of_a_build_says_who_was_told_and_who_was_not() {
@@ -27,16 +25,7 @@ async fn the_trail_of_a_build_says_who_was_told_and_who_was_not() {
         .await
         .unwrap();
     let build_run_id = response["build_run_id"].as_str().unwrap().to_owned();
-    let telegram = app.telegram.clone();
-    wait_until(
-        "the retried message is delivered",
-        Duration::from_secs(20),
-        || {
-            let telegram = telegram.clone();
-            async move { telegram.delivered().len() == 1 }
-        },
-    )
-    .await;
+    app.wait_for_messages(1).await;
     app.drain().await;
 
     let trail: Value = app

@@ -7,9 +7,7 @@ use herald::ops::backup;
 use herald::ops::progress::Progress;
 use sqlx::PgPool;
 
-use crate::helpers::{
-    drop_database, fixture, fresh_database, read_models, spawn_app, url_of, wait_until, Bus,
-};
+use crate::helpers::{drop_database, fixture, fresh_database, read_models, spawn_app, url_of, Bus};
 
 fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("herald-backup-{}", uuid::Uuid::new_v4().simple()))
@@ -43,16 +41,7 @@ async fn a_backup_restored_into_an_empty_database_gives_the_same_log_and_read_mo
         app.post_github(&project, event, &fixture(path), delivery)
             .await;
     }
-    let telegram = app.telegram.clone();
-    wait_until(
-        "the notification is delivered",
-        std::time::Duration::from_secs(20),
-        || {
-            let telegram = telegram.clone();
-            async move { telegram.delivered().len() == 1 }
-        },
-    )
-    .await;
+    app.wait_for_messages(1).await;
     app.drain().await;
 
     let dir = temp_dir();

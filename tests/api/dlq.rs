@@ -1,11 +1,9 @@
 //! The dead-letter queue: a notification Telegram refused is listed, redriven (and then delivered) or
 //! discarded, and every operator action is an event in its trail.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
-use crate::helpers::{fixture, spawn_app, wait_until, Bus, Reply, TestApp};
+use crate::helpers::{fixture, spawn_app, Bus, Reply, TestApp};
 
 async fn dead_letter(app: &TestApp) -> String {
     app.telegram.script([Reply::Blocked]);
@@ -18,24 +16,7 @@ async fn dead_letter(app: &TestApp) -> String {
         "dl-1",
     )
     .await;
-    let pool = app.pool.clone();
-    wait_until(
-        "the notification is dead-lettered",
-        Duration::from_secs(20),
-        || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM notifications WHERE status = 'dead_lettered'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                    == 1
-            }
-        },
-    )
-    .await;
+    app.wait_for_notifications("dead_lettered", 1).await;
     let listed: Value = app.get("/api/v1/dlq").await.json().await.unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     listed["items"][0]["notification_id"]
@@ -52,16 +33,7 @@ async fn a_redriven_dead_letter_is_delivered_and_leaves_the_queue() {
         .post_json(&format!("/api/v1/dlq/{id}/redrive"), json!({}))
         .await;
     assert_eq!(redriven.status(), 202);
-    let telegram = app.telegram.clone();
-    wait_until(
-        "the redriven notification is delivered",
-        Duration::from_secs(20),
-        || {
-            let telegram = telegram.clone();
-            async move { telegram.delivered().len() == 1 }
-        },
-    )
-    .await;
+    app.wait_for_messages(1).await;
     app.drain().await;
     assert_eq!(app.telegram.calls().len(), 2);
     let listed: Value = app.get("/api/v1/dlq").await.json().await.unwrap();

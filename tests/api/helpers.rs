@@ -398,6 +398,44 @@ impl TestApp {
         self.count("SELECT count(*) FROM events").await
     }
 
+    /// Wait until the fake Telegram has accepted at least `n` messages.
+    pub async fn wait_for_messages(&self, n: usize) {
+        let telegram = self.telegram.clone();
+        wait_until(
+            &format!("{n} message(s) reach Telegram"),
+            Duration::from_secs(20),
+            || {
+                let telegram = telegram.clone();
+                async move { telegram.delivered().len() >= n }
+            },
+        )
+        .await;
+    }
+
+    /// Wait until `n` notifications have `status` in the read model.
+    pub async fn wait_for_notifications(&self, status: &str, n: i64) {
+        let pool = self.pool.clone();
+        let status = status.to_owned();
+        wait_until(
+            &format!("{n} notification(s) are {status}"),
+            Duration::from_secs(20),
+            || {
+                let (pool, status) = (pool.clone(), status.clone());
+                async move {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT count(*) FROM notifications WHERE status = $1",
+                    )
+                    .bind(status)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                        == n
+                }
+            },
+        )
+        .await;
+    }
+
     /// Wait until every committed event went through the stream and every queued notification was handled.
     pub async fn drain(&self) {
         let pool = self.pool.clone();

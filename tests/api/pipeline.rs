@@ -7,22 +7,7 @@ use std::time::{Duration, Instant};
 use herald::Role;
 use serde_json::Value;
 
-use crate::helpers::{
-    fixture, fixture_with, spawn_app, spawn_app_with, wait_until, Bus, Reply, TestApp,
-};
-
-async fn wait_for_messages(app: &TestApp, n: usize) {
-    let telegram = app.telegram.clone();
-    wait_until(
-        &format!("{n} message(s) reach Telegram"),
-        Duration::from_secs(20),
-        || {
-            let telegram = telegram.clone();
-            async move { telegram.delivered().len() >= n }
-        },
-    )
-    .await;
-}
+use crate::helpers::{fixture, fixture_with, spawn_app, spawn_app_with, Bus, Reply, TestApp};
 
 async fn a_completed_run_for_a_subscribed_project_sends_exactly_one_message(bus: Bus) {
     let app = spawn_app(bus).await;
@@ -38,7 +23,7 @@ async fn a_completed_run_for_a_subscribed_project_sends_exactly_one_message(bus:
         )
         .await;
     assert_eq!(response.status(), 202);
-    wait_for_messages(&app, 1).await;
+    app.wait_for_messages(1).await;
     println!(
         "webhook to sendMessage ({}): {:?}",
         if bus == Bus::Kafka {
@@ -121,7 +106,7 @@ async fn many_runs_all_arrive(bus: Bus) {
             assert_eq!(status, 202);
         }
     }
-    wait_for_messages(&app, RUNS as usize).await;
+    app.wait_for_messages(RUNS as usize).await;
     app.drain().await;
     let elapsed = started.elapsed();
     let events = app.event_count().await - before;
@@ -169,24 +154,7 @@ async fn telegram_rate_limits_and_outages_are_retried_until_delivered() {
         "rl-1",
     )
     .await;
-    let pool = app.pool.clone();
-    wait_until(
-        "the notification is delivered",
-        Duration::from_secs(20),
-        || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM notifications WHERE status = 'delivered'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                    == 1
-            }
-        },
-    )
-    .await;
+    app.wait_for_notifications("delivered", 1).await;
     assert_eq!(app.telegram.calls().len(), 3);
     assert_eq!(app.telegram.delivered().len(), 1);
     assert_eq!(notification_status(&app).await["attempts"], 3);
@@ -222,24 +190,7 @@ async fn a_blocked_bot_or_unknown_chat_is_dead_lettered_without_retries() {
             "b-1",
         )
         .await;
-        let pool = app.pool.clone();
-        wait_until(
-            "the notification is dead-lettered",
-            Duration::from_secs(20),
-            || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query_scalar::<_, i64>(
-                        "SELECT count(*) FROM notifications WHERE status = 'dead_lettered'",
-                    )
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                        == 1
-                }
-            },
-        )
-        .await;
+        app.wait_for_notifications("dead_lettered", 1).await;
         assert_eq!(app.telegram.calls().len(), 1);
         let status = notification_status(&app).await;
         assert!(
@@ -283,7 +234,7 @@ async fn a_verdict_planned_twice_is_sent_once() {
         "p-1",
     )
     .await;
-    wait_for_messages(&app, 1).await;
+    app.wait_for_messages(1).await;
     app.drain().await;
     // The stream redelivers the verdict (a consumer restarted before committing its offset).
     let commands = Arc::new(commands::Commands::new(app.pool.clone()));
