@@ -184,6 +184,9 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
+            // librdkafka waits up to 500 ms for a fetch to fill by default; a notifier wants each event at once
+            // (a failed build crosses the stream twice: verdict to planner, notification to delivery).
+            .set("fetch.wait.max.ms", "10")
             .create()?;
         consumer.subscribe(&[&config.topic])?;
         Ok(Self { consumer })
