@@ -110,3 +110,28 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lines_report_rate_and_eta() {
+        let mut progress = Progress::with(Output::Lines {
+            last: Instant::now() - Duration::from_secs(5),
+        });
+        progress.start("rebuilding", 100);
+        progress.set(50);
+        assert!(progress.rate() > 0.0);
+        assert!(progress.line().starts_with("rebuilding: 50/100 ("), "{}", progress.line());
+        progress.finish("done");
+        let mut bar = Progress::with(Output::Bar(ProgressBar::hidden()));
+        bar.start("x", 10);
+        bar.set(10);
+        bar.finish("done");
+        let mut silent = Progress::silent();
+        silent.start("y", 1);
+        silent.set(1);
+        silent.finish("done");
+    }
+}

@@ -126,3 +126,40 @@ async fn a_discarded_dead_letter_is_never_sent() {
     assert_eq!(app.telegram.calls().len(), 1);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn the_cli_lists_shows_redrives_and_discards_dead_letters() {
+    use herald::ops::dlq::{run, Action};
+    let app = spawn_app(Bus::InProcess).await;
+    let id: uuid::Uuid = dead_letter(&app).await.parse().unwrap();
+    run(
+        &app.pool,
+        Action::List {
+            project: None,
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap();
+    run(&app.pool, Action::Show(id)).await.unwrap();
+    assert!(run(&app.pool, Action::Show(uuid::Uuid::new_v4()))
+        .await
+        .is_err());
+    run(&app.pool, Action::Discard(id, "chat gone".into()))
+        .await
+        .unwrap();
+    assert!(
+        run(&app.pool, Action::Redrive(id)).await.is_err(),
+        "a discarded letter stays discarded"
+    );
+    let trail = projections::log::aggregate_events(&app.pool, "Notification", &id.to_string())
+        .await
+        .unwrap();
+    let last = trail.last().unwrap();
+    assert_eq!(last.event_type, "DeadLetterDiscarded");
+    assert!(last.payload["DeadLetterDiscarded"]["by"]
+        .as_str()
+        .unwrap()
+        .starts_with("cli:"));
+    app.finish().await;
+}

@@ -8,6 +8,7 @@ mod backup;
 mod config;
 mod dlq;
 mod dry_run;
+mod health;
 
 mod pipeline;
 mod projections_idempotence;
