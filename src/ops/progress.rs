@@ -123,7 +123,11 @@ mod tests {
         progress.start("rebuilding", 100);
         progress.set(50);
         assert!(progress.rate() > 0.0);
-        assert!(progress.line().starts_with("rebuilding: 50/100 ("), "{}", progress.line());
+        assert!(
+            progress.line().starts_with("rebuilding: 50/100 ("),
+            "{}",
+            progress.line()
+        );
         progress.finish("done");
         let mut bar = Progress::with(Output::Bar(ProgressBar::hidden()));
         bar.start("x", 10);
