@@ -241,7 +241,7 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
     if roles.contains(&Role::Api) {
         let mut dependencies: Vec<Arc<dyn api::Dependency>> = Vec::new();
         if let Some(kafka) = &settings.kafka {
-            dependencies.push(Arc::new(KafkaReady(kafka.clone())));
+            dependencies.push(Arc::new(KafkaStatus(kafka.clone())));
         }
         let mut state = api::AppState::new(
             commands.clone(),
@@ -250,7 +250,7 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
             dependencies,
         );
         if let Some(kafka) = &settings.kafka {
-            state = state.with_stream_status(Arc::new(KafkaReady(kafka.clone())));
+            state = state.with_stream_status(Arc::new(KafkaStatus(kafka.clone())));
         }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -280,10 +280,10 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
     })
 }
 
-struct KafkaReady(KafkaConfig);
+struct KafkaStatus(KafkaConfig);
 
 #[async_trait::async_trait]
-impl api::Dependency for KafkaReady {
+impl api::Dependency for KafkaStatus {
     fn name(&self) -> &'static str {
         "kafka"
     }
@@ -293,7 +293,7 @@ impl api::Dependency for KafkaReady {
 }
 
 #[async_trait::async_trait]
-impl api::StreamStatus for KafkaReady {
+impl api::StreamStatus for KafkaStatus {
     async fn lag(&self) -> Result<Vec<projections::status::PartitionLag>, String> {
         self.0
             .lag(&["projections", "planner", "delivery"])

@@ -3,7 +3,7 @@
 //! and recording nothing.
 
 use chrono::{DateTime, Utc};
-use domain::{BuildRunEvent, OutcomeFilter, StoredEvent};
+use domain::{BuildRunEvent, OutcomeFilter};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -92,39 +92,34 @@ pub async fn dry_run(pool: &PgPool, request: &DryRunRequest) -> Result<DryRunRep
         entries: Vec::with_capacity(rows.len()),
     };
     for row in rows {
-        let stored = StoredEvent {
-            global_seq: 0,
-            aggregate_type: "BuildRun".into(),
-            aggregate_id: row.try_get("aggregate_id")?,
-            sequence: 0,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
-            payload: row.try_get("payload")?,
-            metadata: serde_json::Value::Null,
-            recorded_at: Utc::now(),
-        };
-        let Ok(event) = stored.decode::<BuildRunEvent>() else {
+        let build_run_id: String = row.try_get("aggregate_id")?;
+        let event_type: String = row.try_get("event_type")?;
+        let version: String = row.try_get("event_version")?;
+        let (_, payload) = domain::upcast::upcast(&event_type, &version, row.try_get("payload")?);
+        let Ok(event) = serde_json::from_value::<BuildRunEvent>(payload) else {
             continue;
         };
         let Some((run, verdict)) = event.verdict() else {
             continue;
         };
-        let (decision, reason, text) = match decide(&request.outcomes, run, verdict, &renderer) {
-            Ok(Decision::Send { text }) => {
-                report.would_send += 1;
-                ("would_send", None, Some(text))
-            }
-            Ok(Decision::Suppress { reason }) => {
+        let (decision, reason, text) = match decide(&request.outcomes, verdict) {
+            Decision::Send => match renderer.telegram_build(run, verdict) {
+                Ok(text) => {
+                    report.would_send += 1;
+                    ("would_send", None, Some(text))
+                }
+                Err(e) => {
+                    report.template_errors += 1;
+                    ("template_error", Some(e.to_string()), None)
+                }
+            },
+            Decision::Suppress { reason } => {
                 report.would_suppress += 1;
                 ("would_suppress", Some(reason.to_owned()), None)
             }
-            Err(e) => {
-                report.template_errors += 1;
-                ("template_error", Some(e.to_string()), None)
-            }
         };
         report.entries.push(DryRunEntry {
-            build_run_id: stored.aggregate_id.clone(),
+            build_run_id,
             completed_at: verdict.completed_at,
             repository: run.repository.clone(),
             workflow: run.workflow.clone(),

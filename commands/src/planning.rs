@@ -1,16 +1,12 @@
 //! The planner's decision for one subscriber and one build verdict, shared by the live planner and by dry runs,
 //! so a dry run answers exactly what the planner would do.
 
-use domain::{OutcomeFilter, RunInfo, Verdict};
-
-use crate::template::MessageRenderer;
+use domain::{OutcomeFilter, Verdict};
 
 /// What the planner decides for one subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    Send {
-        text: String,
-    },
+    Send,
     /// Machine-readable reason, as `NotificationSuppressed` records it.
     Suppress {
         reason: &'static str,
@@ -19,21 +15,16 @@ pub enum Decision {
 
 pub const OUTCOME_NOT_SUBSCRIBED: &str = "outcome_not_subscribed";
 
-pub fn decide(
-    filters: &[OutcomeFilter],
-    run: &RunInfo,
-    verdict: &Verdict,
-    renderer: &MessageRenderer,
-) -> Result<Decision, handlebars::RenderError> {
-    let wanted = filters
+/// Send or not; the text is the same for every subscriber of a verdict, so callers render it once.
+pub fn decide(filters: &[OutcomeFilter], verdict: &Verdict) -> Decision {
+    if filters
         .iter()
-        .any(|f| f.matches(verdict.outcome, verdict.transition));
-    if !wanted {
-        return Ok(Decision::Suppress {
+        .any(|f| f.matches(verdict.outcome, verdict.transition))
+    {
+        Decision::Send
+    } else {
+        Decision::Suppress {
             reason: OUTCOME_NOT_SUBSCRIBED,
-        });
+        }
     }
-    Ok(Decision::Send {
-        text: renderer.telegram_build(run, verdict)?,
-    })
 }

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::{BuildEvent, BuildScope, JobReport, RunInfo};
 use crate::values::{BuildStatus, Outcome, Transition};
-use crate::EVENT_VERSION;
 
 /// The previous run with a verdict (passed or failed) of the same workflow on the same branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +148,7 @@ impl DomainEvent for BuildRunEvent {
         .to_owned()
     }
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_owned()
+        crate::upcast::current_version(&self.event_type()).to_owned()
     }
 }
 

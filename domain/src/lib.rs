@@ -33,7 +33,3 @@ pub use subscription::{Subscription, SubscriptionCommand, SubscriptionError, Sub
 pub use values::{
     BuildStatus, ChatId, InvalidValue, Outcome, OutcomeFilter, ProjectName, Transition,
 };
-
-/// Version written on every event Herald emits today. A change to an event's JSON shape bumps it and ships an
-/// upcaster for the older version.
-pub const EVENT_VERSION: &str = "1.0";

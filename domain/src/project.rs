@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::values::ProjectName;
-use crate::EVENT_VERSION;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProjectCommand {
@@ -79,7 +78,7 @@ impl DomainEvent for ProjectEvent {
         .to_owned()
     }
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_owned()
+        crate::upcast::current_version(&self.event_type()).to_owned()
     }
 }
 

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::values::{ChatId, OutcomeFilter};
-use crate::EVENT_VERSION;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubscriptionCommand {
@@ -46,7 +45,7 @@ impl DomainEvent for SubscriptionEvent {
         .to_owned()
     }
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_owned()
+        crate::upcast::current_version(&self.event_type()).to_owned()
     }
 }
 

@@ -66,6 +66,8 @@ impl EventHandler for Planner {
             "caused_by".into(),
             format!("{}#{}", event.aggregate_id, event.sequence),
         );
+        // Rendered on the first subscriber who gets a message, then shared.
+        let mut text: Option<String> = None;
         for subscription in subscriptions {
             let notification_id = Self::notification_id(event, subscription.subscription_id);
             let filters: Vec<OutcomeFilter> = subscription
@@ -80,10 +82,8 @@ impl EventHandler for Planner {
                     continue;
                 }
             };
-            let command = match decide(&filters, run, verdict, &self.renderer)
-                .map_err(HandlerError::permanent)?
-            {
-                Decision::Send { text } => NotificationCommand::Plan {
+            let command = match decide(&filters, verdict) {
+                Decision::Send => NotificationCommand::Plan {
                     notification_id,
                     build_run_id: event.aggregate_id.clone(),
                     project_id: run.project_id,
@@ -91,7 +91,16 @@ impl EventHandler for Planner {
                     subscription_version: subscription.version,
                     template: MessageRenderer::TELEGRAM_BUILD.to_owned(),
                     channel: Channel::Telegram { chat_id },
-                    text,
+                    text: match &text {
+                        Some(text) => text.clone(),
+                        None => text
+                            .insert(
+                                self.renderer
+                                    .telegram_build(run, verdict)
+                                    .map_err(HandlerError::permanent)?,
+                            )
+                            .clone(),
+                    },
                     at: Utc::now(),
                 },
                 Decision::Suppress { reason } => NotificationCommand::Suppress {
