@@ -20,4 +20,16 @@ if [ -z "${DATABASE_URL:-}" ] && ! port_open 127.0.0.1 5432; then
   port_open 127.0.0.1 5432 || die "no PostgreSQL on 127.0.0.1:5432: install and start PostgreSQL, or set DATABASE_URL=postgres://user:password@host:port/herald"
 fi
 
-exec cargo run --release --locked --bin herald -- "${@:-run}"
+cargo build --release --locked --bin herald
+herald=target/release/herald
+if [ $# -eq 0 ]; then
+  # A fresh install has no API key; make the first admin key (shown once) so the API can be used at all.
+  if "$herald" keys list | grep -q '"role": "admin"'; then
+    say "API keys exist (herald keys list); use yours as: Authorization: Bearer <key>"
+  else
+    say "no admin API key yet; creating one. Store it now: it is shown only this once"
+    "$herald" keys create --role admin --name bootstrap
+  fi
+  exec "$herald" run
+fi
+exec "$herald" "$@"

@@ -2,6 +2,7 @@
 //! relay, projections, planner, delivery) in this process. `herald run` starts them all; the distributed
 //! commands start one each. Tests start exactly the roles they need.
 
+pub mod config;
 pub mod ops;
 
 use std::net::SocketAddr;
@@ -34,6 +35,76 @@ pub struct Settings {
     pub max_delivery_attempts: u32,
     /// Scheduled backups, when configured.
     pub backups: Option<ops::backup::Schedule>,
+    pub pool: PoolSettings,
+    /// Secrets bearer JWTs may be signed with (disabled: API keys only).
+    pub jwt: api::auth::jwt::JwtKeys,
+    /// How long a rotated-out webhook secret keeps working.
+    pub webhook_secret_overlap: Duration,
+    pub limits: api::limits::LimitSettings,
+    pub http: api::HttpSettings,
+}
+
+impl Settings {
+    /// Defaults for everything but the database: all-in-one, nothing sent, no backups.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            kafka: None,
+            telegram: None,
+            max_delivery_attempts: 5,
+            backups: None,
+            pool: PoolSettings::default(),
+            jwt: api::auth::jwt::JwtKeys::disabled(),
+            webhook_secret_overlap: commands::DEFAULT_SECRET_OVERLAP,
+            limits: api::limits::LimitSettings::default(),
+            http: api::HttpSettings::default(),
+        }
+    }
+}
+
+/// The Postgres connection pool of one process.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// This process's metrics recorder (installed on first use; one per process, as the `metrics` facade has one).
+pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("herald_http_request_duration_seconds".into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ],
+                )
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!(
+                    "a metrics recorder was already installed; Herald's metrics are not recorded"
+                );
+            }
+            handle
+        })
+        .clone()
 }
 
 /// One part of Herald that can run in this process.
@@ -59,6 +130,11 @@ impl Role {
 /// Connect to Postgres, creating the database when the server is there but the database is not, and say
 /// clearly what is wrong when the server cannot be reached.
 pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
+    connect_with(database_url, &PoolSettings::default()).await
+}
+
+/// [`connect`] with the pool sized as configured.
+pub async fn connect_with(database_url: &str, pool: &PoolSettings) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = database_url
         .parse()
         .context("DATABASE_URL is not a valid postgres:// URL")?;
@@ -71,8 +147,8 @@ pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
     );
     let pool_options = || {
         PgPoolOptions::new()
-            .max_connections(20)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(pool.max_connections)
+            .acquire_timeout(pool.acquire_timeout)
     };
     match pool_options().connect_with(options.clone()).await {
         Ok(pool) => Ok(pool),
@@ -106,6 +182,8 @@ pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
 pub struct Running {
     /// The API's bound address, when the API role runs.
     pub api_addr: Option<SocketAddr>,
+    /// Where this process answers HTTP: the API, or a worker's `/health` and `/metrics`.
+    pub http_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
@@ -151,11 +229,13 @@ impl Running {
 
 /// Migrate, then start `roles` in this process.
 pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Running> {
-    let pool = connect(&settings.database_url).await?;
+    let pool = connect_with(&settings.database_url, &settings.pool).await?;
     commands::migrate(&pool)
         .await
         .context("cannot apply database migrations")?;
-    let commands = Arc::new(Commands::new(pool.clone()));
+    let commands =
+        Arc::new(Commands::new(pool.clone()).with_secret_overlap(settings.webhook_secret_overlap));
+    let metrics = metrics_handle();
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
 
@@ -237,8 +317,11 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         ));
     }
 
-    let mut api_addr = None;
-    if roles.contains(&Role::Api) {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let app = if roles.contains(&Role::Api) {
         let mut dependencies: Vec<Arc<dyn api::Dependency>> = Vec::new();
         if let Some(kafka) = &settings.kafka {
             dependencies.push(Arc::new(KafkaStatus(kafka.clone())));
@@ -248,36 +331,73 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
             pool.clone(),
             settings.public_url.clone(),
             dependencies,
-        );
+        )
+        .with_jwt(settings.jwt.clone())
+        .with_limits(&settings.limits)
+        .with_http(settings.http.clone())
+        .with_metrics(metrics.clone());
         if let Some(kafka) = &settings.kafka {
             state = state.with_stream_status(Arc::new(KafkaStatus(kafka.clone())));
         }
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let addr = listener.local_addr()?;
-        api_addr = Some(addr);
-        let token = shutdown.clone();
-        tasks.push((
-            "api",
-            tokio::spawn(async move {
-                let app = api::router(state);
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "api server failed");
-                }
-            }),
-        ));
+        if !state.auth.keys.any_active().await? {
+            tracing::warn!("no API key exists yet: create one with `herald keys create --role admin --name <name>`");
+        }
         tracing::info!(%addr, "api listening");
-    }
+        api::router(state)
+    } else {
+        // Workers answer only what orchestrators and Prometheus ask: liveness and their own metrics.
+        tracing::info!(%addr, "health and metrics listening");
+        worker_router(metrics)
+    };
+    let token = shutdown.clone();
+    tasks.push((
+        "http",
+        tokio::spawn(async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "http server failed");
+            }
+        }),
+    ));
+    let api_addr = roles.contains(&Role::Api).then_some(addr);
+    let http_addr = addr;
 
     Ok(Running {
         api_addr,
+        http_addr,
         shutdown,
         tasks,
     })
+}
+
+/// `/health` and `/metrics` of a process that runs no API.
+fn worker_router(metrics: metrics_exporter_prometheus::PrometheusHandle) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
 }
 
 struct KafkaStatus(KafkaConfig);

@@ -1,72 +1,27 @@
 //! The `herald` command line: `run` (all-in-one), `serve`, `relay`, `worker <role>`, `migrate`.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use herald::{Role, Settings};
-use workers::{KafkaConfig, TelegramConfig};
+use herald::config::Config;
+use herald::Role;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Self-hosted CI/CD status notifier")]
+#[command(
+    name = "herald",
+    version,
+    about = "Self-hosted CI/CD status notifier",
+    after_help = "Settings come from defaults, then the --config file (TOML), then the environment \
+                  (HERALD_<SETTING>, DATABASE_URL); secrets also from HERALD_<SETTING>_FILE. \
+                  `herald config check` shows the result. See docs/configuration.md."
+)]
 struct Cli {
-    /// Postgres, the source of truth. The database is created if the server has none of that name.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/herald",
-        hide_env_values = true
-    )]
-    database_url: String,
-    /// Where the API listens.
-    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// The URL users and CI systems reach Herald at (default: http://<listen>).
-    #[arg(long, env = "HERALD_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Kafka bootstrap servers; without them Herald uses its in-process bus (all-in-one only).
-    #[arg(long, env = "HERALD_KAFKA_BROKERS")]
-    kafka_brokers: Option<String>,
-    #[arg(long, env = "HERALD_KAFKA_TOPIC", default_value = "herald.events")]
-    kafka_topic: String,
-    #[arg(long, env = "HERALD_KAFKA_PARTITIONS", default_value_t = 6)]
-    kafka_partitions: i32,
-    #[arg(long, env = "HERALD_KAFKA_GROUP_PREFIX", default_value = "herald")]
-    kafka_group_prefix: String,
-    /// Telegram Bot API base URL.
-    #[arg(
-        long,
-        env = "HERALD_TELEGRAM_API_URL",
-        default_value = "https://api.telegram.org"
-    )]
-    telegram_api_url: String,
-    /// Telegram bot token; without it notifications are queued, not sent.
-    #[arg(long, env = "HERALD_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
-    telegram_bot_token: Option<String>,
-    /// Attempts per notification before it is dead-lettered.
-    #[arg(long, env = "HERALD_DELIVERY_MAX_ATTEMPTS", default_value_t = 5)]
-    delivery_max_attempts: u32,
-    /// Take scheduled backups into this directory (each a new `herald-<time>` directory).
-    #[arg(long, env = "HERALD_BACKUP_DIR")]
-    backup_dir: Option<std::path::PathBuf>,
-    /// How often: 90s, 15m, 6h, 1d.
-    #[arg(long, env = "HERALD_BACKUP_INTERVAL", default_value = "1d", value_parser = herald::ops::backup::parse_interval)]
-    backup_interval: std::time::Duration,
-    /// How many scheduled backups to keep.
-    #[arg(long, env = "HERALD_BACKUP_KEEP", default_value_t = 7)]
-    backup_keep: usize,
-    /// Log format.
-    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// A TOML file of settings (keys as in docs/configuration.md); the environment overrides it.
+    #[arg(long, env = "HERALD_CONFIG", global = true)]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -144,6 +99,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = herald::ops::replay::Format::Table)]
         format: herald::ops::replay::Format,
     },
+    /// API keys: create (shown once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Mint a short-lived JWT signed with HERALD_JWT_SECRET (for scripts and gateways).
+    Token {
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        role: api::auth::Role,
+        /// Producers: the projects they may post webhooks for.
+        #[arg(long, value_delimiter = ',')]
+        projects: Vec<uuid::Uuid>,
+        /// Lifetime: 90s, 15m, 6h, 1d.
+        #[arg(long, default_value = "1h", value_parser = herald::ops::backup::parse_interval)]
+        ttl: Duration,
+    },
+    /// Exit 0 when the Herald at --url answers its health check (for container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
+    },
     /// The dead-letter queue: notifications Herald gave up on.
     Dlq {
         #[command(subcommand)]
@@ -171,7 +149,29 @@ enum BenchScenario {
 }
 
 #[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it; Herald keeps only its hash, so this is the only time it is shown.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: api::auth::Role,
+        /// Producers: the projects they may post webhooks for.
+        #[arg(long, value_delimiter = ',')]
+        projects: Vec<uuid::Uuid>,
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Every key (never the secrets), as JSON.
+    List,
+    /// Revoke a key by its id.
+    Revoke { id: uuid::Uuid },
+}
+
+#[derive(Subcommand)]
 enum ConfigAction {
+    /// Validate the settings and print them, secrets redacted.
+    Check,
     /// Print the configuration (JSON) to standard output.
     Export {
         /// Include webhook secrets (then the file is as sensitive as the database).
@@ -210,54 +210,20 @@ enum WorkerRole {
     Delivery,
 }
 
-impl Cli {
-    fn settings(&self) -> Settings {
-        Settings {
-            database_url: self.database_url.clone(),
-            listen: self.listen,
-            public_url: self
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", self.listen)),
-            kafka: self
-                .kafka_brokers
-                .clone()
-                .filter(|b| !b.trim().is_empty())
-                .map(|brokers| KafkaConfig {
-                    brokers,
-                    topic: self.kafka_topic.clone(),
-                    partitions: self.kafka_partitions,
-                    group_prefix: self.kafka_group_prefix.clone(),
-                }),
-            telegram: self
-                .telegram_bot_token
-                .clone()
-                .filter(|t| !t.trim().is_empty())
-                .map(|bot_token| TelegramConfig {
-                    api_url: self.telegram_api_url.clone(),
-                    bot_token,
-                    timeout: Duration::from_secs(10),
-                }),
-            max_delivery_attempts: self.delivery_max_attempts.max(1),
-            backups: self
-                .backup_dir
-                .clone()
-                .map(|dir| herald::ops::backup::Schedule {
-                    dir,
-                    every: self.backup_interval,
-                    keep: self.backup_keep,
-                }),
-        }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
+/// Logs to stderr; `json` lines carry the span fields, so every line of a request has its `trace_id`.
+fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        "json" => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        _ => builder.init(),
     }
 }
 
@@ -279,17 +245,63 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = cli.settings();
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    let settings = config.settings()?;
     let roles: Vec<Role> = match cli.command {
+        Command::Healthcheck { url } => return herald::ops::healthcheck::check(&url).await,
+        Command::Token {
+            subject,
+            role,
+            projects,
+            ttl,
+        } => {
+            let claims = api::auth::jwt::Claims {
+                sub: subject,
+                role,
+                projects,
+                exp: chrono::Utc::now().timestamp() + ttl.as_secs() as i64,
+            };
+            let token = settings.jwt.mint(&claims).map_err(|e| {
+                anyhow::anyhow!("{e}: set HERALD_JWT_SECRET (or HERALD_JWT_SECRET_FILE)")
+            })?;
+            println!("{token}");
+            return Ok(());
+        }
+        Command::Keys { action } => {
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
+            commands::migrate(&pool).await?;
+            let keys = api::auth::keys::ApiKeys::new(pool);
+            match action {
+                KeysAction::Create {
+                    name,
+                    role,
+                    projects,
+                    expires_at,
+                } => {
+                    let key = keys.create(&name, role, &projects, expires_at).await?;
+                    eprintln!(
+                        "Store this key now: Herald keeps only its hash and cannot show it again."
+                    );
+                    println!("{}", serde_json::to_string_pretty(&key)?);
+                }
+                KeysAction::List => {
+                    println!("{}", serde_json::to_string_pretty(&keys.list().await?)?)
+                }
+                KeysAction::Revoke { id } => match keys.revoke(id).await? {
+                    Some(info) => println!("{}", serde_json::to_string_pretty(&info)?),
+                    None => anyhow::bail!("no API key with id {id}"),
+                },
+            }
+            return Ok(());
+        }
         Command::Migrate => {
-            let pool = herald::connect(&settings.database_url).await?;
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
             commands::migrate(&pool).await?;
             tracing::info!("migrations applied");
             return Ok(());
         }
         Command::Backup { dir } => {
-            let pool = herald::connect(&settings.database_url).await?;
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
             commands::migrate(&pool).await?;
             let manifest = herald::ops::backup::backup(
                 &pool,
@@ -310,7 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let pool = herald::connect(&settings.database_url).await?;
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
             herald::ops::backup::restore(
                 &pool,
                 &dir,
@@ -325,7 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
         } => {
             use projections::rebuild::{self, Rebuild, Snapshot, Target};
-            let pool = herald::connect(&settings.database_url).await?;
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
             commands::migrate(&pool).await?;
             let mut progress = herald::ops::progress::Progress::for_stderr();
             let label = if name.is_some() {
@@ -367,7 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|o| o.parse::<domain::OutcomeFilter>())
                 .collect::<Result<Vec<_>, _>>()?;
             let template = template_file.map(std::fs::read_to_string).transpose()?;
-            let pool = herald::connect(&settings.database_url).await?;
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
             commands::migrate(&pool).await?;
             let request = commands::dry_run::DryRunRequest {
                 project_id: project,
@@ -381,10 +393,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Config { action } => {
-            let pool = herald::connect(&settings.database_url).await?;
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
             commands::migrate(&pool).await?;
             let commands = commands::Commands::new(pool.clone());
             match action {
+                ConfigAction::Check => unreachable!("answered before connecting"),
                 ConfigAction::Export { include_secrets } => {
                     let document =
                         commands::config::export(&pool, &commands, include_secrets).await?;
@@ -412,7 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Status => {
-            let pool = herald::connect(&settings.database_url).await?;
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
             commands::migrate(&pool).await?;
             let database = projections::status::database_status(&pool).await?;
             let stream = match &settings.kafka {
@@ -454,12 +467,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "say what to replay: --build, --project, --subscription, or --from and --to"
                 ),
             };
-            let pool = herald::connect(&settings.database_url).await?;
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
             commands::migrate(&pool).await?;
             return herald::ops::replay::run(&pool, &scope, format).await;
         }
         Command::Dlq { action } => {
-            let pool = herald::connect(&settings.database_url).await?;
+            let pool = herald::connect_with(&settings.database_url, &settings.pool).await?;
             commands::migrate(&pool).await?;
             return herald::ops::dlq::run(&pool, action.into()).await;
         }
@@ -497,8 +510,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    match run(cli).await {
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config.log_format);
+    if let Command::Config {
+        action: ConfigAction::Check,
+    } = &cli.command
+    {
+        return match config.settings() {
+            Ok(_) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&config.redacted()).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("herald: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herald: {e:#}");

@@ -3,43 +3,59 @@
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use projections::audit::{self, Scope, TrailEntry};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::{PathId, Query};
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/audit", get(range))
-        .route("/api/v1/audit/builds/{*build_run_id}", get(build))
-        .route("/api/v1/audit/projects/{id}", get(project))
-        .route("/api/v1/audit/subscriptions/{id}", get(subscription))
+// `routes!` registers each handler at its `#[utoipa::path]` path verbatim (utoipa-axum 0.2 and axum 0.8 share
+// the `{name}` syntax), so the catch-all `{*build_run_id}` routes as before: build run ids contain `/`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(range))
+        .routes(routes!(build))
+        .routes(routes!(project))
+        .routes(routes!(subscription))
 }
 
-#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+/// How the trail is answered.
+#[derive(Deserialize, ToSchema, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum Format {
+    /// `application/json`: `{"entries": [...]}`.
     #[default]
     Json,
+    /// `application/x-ndjson`: one entry per line.
     Ndjson,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Params {
+    /// `json` (the default) or `ndjson`.
     #[serde(default)]
+    #[param(inline)]
     format: Format,
+    /// Only events recorded at or after this time (RFC 3339).
     from: Option<DateTime<Utc>>,
+    /// Only events recorded before this time (RFC 3339).
     to: Option<DateTime<Utc>>,
+}
+
+/// The trail, oldest event first.
+#[derive(Serialize, ToSchema)]
+struct Trail {
+    entries: Vec<TrailEntry>,
 }
 
 fn answer(entries: Vec<TrailEntry>, format: Format) -> Result<Response, ApiError> {
     match format {
-        Format::Json => Ok(axum::Json(json!({ "entries": entries })).into_response()),
+        Format::Json => Ok(axum::Json(Trail { entries }).into_response()),
         Format::Ndjson => {
             let mut body = String::new();
             for entry in &entries {
@@ -53,6 +69,23 @@ fn answer(entries: Vec<TrailEntry>, format: Format) -> Result<Response, ApiError
     }
 }
 
+/// A build's notification trail. Auditors and admins.
+///
+/// Its webhooks, the decision per subscriber, every attempt, the outcome.
+#[utoipa::path(get, path = "/api/v1/audit/builds/{*build_run_id}", tag = "audit",
+    operation_id = "audit_build",
+    security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("*build_run_id" = String, Path,
+            description = "The build run's id (`<project>:<provider>:<repository>:<run>:<attempt>`). It contains \
+                           `/` when the repository does: the route takes the rest of the path, so send it as it \
+                           is or percent-encoded."),
+        ("format" = inline(Option<Format>), Query, description = "`json` (the default) or `ndjson`")),
+    responses(
+        (status = 200, description = "the trail, as JSON or as NDJSON (one `TrailEntry` per line)",
+            content((Trail = "application/json"), (TrailEntry = "application/x-ndjson"))),
+        (status = 404, description = "no events for this build run"),
+        (status = 422, description = "an invalid `format`")))]
 async fn build(
     State(state): State<AppState>,
     Path(build_run_id): Path<String>,
@@ -65,6 +98,18 @@ async fn build(
     answer(entries, params.format)
 }
 
+/// A project's notification trail. Auditors and admins.
+///
+/// The project's own events and those of its builds (at most 1,000 builds), optionally within a time window.
+#[utoipa::path(get, path = "/api/v1/audit/projects/{id}", tag = "audit",
+    operation_id = "audit_project",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the project's id"), Params),
+    responses(
+        (status = 200, description = "the trail, as JSON or as NDJSON (one `TrailEntry` per line)",
+            content((Trail = "application/json"), (TrailEntry = "application/x-ndjson"))),
+        (status = 404, description = "no events for this project (asked without `from` or `to`)"),
+        (status = 422, description = "an invalid `format`, `from` or `to`")))]
 async fn project(
     State(state): State<AppState>,
     PathId(project_id): PathId,
@@ -82,6 +127,20 @@ async fn project(
     answer(entries, params.format)
 }
 
+/// A subscription's notification trail. Auditors and admins.
+///
+/// The subscription's own events and those of its notifications (at most 1,000).
+#[utoipa::path(get, path = "/api/v1/audit/subscriptions/{id}", tag = "audit",
+    operation_id = "audit_subscription",
+    security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("id" = Uuid, Path, description = "the subscription's id"),
+        ("format" = inline(Option<Format>), Query, description = "`json` (the default) or `ndjson`")),
+    responses(
+        (status = 200, description = "the trail, as JSON or as NDJSON (one `TrailEntry` per line)",
+            content((Trail = "application/json"), (TrailEntry = "application/x-ndjson"))),
+        (status = 404, description = "no events for this subscription"),
+        (status = 422, description = "an invalid `format`")))]
 async fn subscription(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -94,6 +153,20 @@ async fn subscription(
     answer(entries, params.format)
 }
 
+/// Every event recorded in a time range. Auditors and admins.
+///
+/// At most 10,000 events; ask for a narrower range to see more.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    operation_id = "audit_range",
+    security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("from" = DateTime<Utc>, Query, description = "events recorded at or after this time (RFC 3339)"),
+        ("to" = DateTime<Utc>, Query, description = "events recorded before this time (RFC 3339); after `from`"),
+        ("format" = inline(Option<Format>), Query, description = "`json` (the default) or `ndjson`")),
+    responses(
+        (status = 200, description = "the trail, as JSON or as NDJSON (one `TrailEntry` per line)",
+            content((Trail = "application/json"), (TrailEntry = "application/x-ndjson"))),
+        (status = 422, description = "`from` or `to` missing or invalid, `to` not after `from`, or an invalid `format`")))]
 async fn range(
     State(state): State<AppState>,
     Query(params): Query<Params>,

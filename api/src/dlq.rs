@@ -4,44 +4,78 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
 use commands::Metadata;
-use projections::queries;
-use serde::Deserialize;
-use serde_json::json;
+use domain::StoredEvent;
+use projections::queries::{self, NotificationView};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::extract::{Json, Paging, PathId, Query};
+use crate::extract::{Json, Paged, Paging, PathId, Query};
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/dlq", get(list))
-        .route("/api/v1/dlq/{id}", get(show))
-        .route("/api/v1/dlq/{id}/redrive", post(redrive))
-        .route("/api/v1/dlq/{id}/discard", post(discard))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(redrive))
+        .routes(routes!(discard))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     #[serde(flatten)]
+    #[param(ignore)]
     paging: Paging,
+    /// Only this project's dead letters.
     project_id: Option<Uuid>,
 }
 
+/// A notification with every event of its aggregate, in order.
+#[derive(Serialize, ToSchema)]
+struct NotificationTrail {
+    notification: NotificationView,
+    trail: Vec<StoredEvent>,
+}
+
+/// What an operator's action did to a dead letter.
+#[derive(Serialize, ToSchema)]
+struct DeadLetterAction {
+    notification_id: Uuid,
+    /// `redriven` or `discarded`.
+    status: &'static str,
+}
+
+/// Dead letters, oldest first. Operators and admins.
+#[utoipa::path(get, path = "/api/v1/dlq", tag = "dlq",
+    operation_id = "list_dead_letters",
+    security(("bearer" = []), ("api_key" = [])),
+    params(Paging, ListParams),
+    responses(
+        (status = 200, description = "one page of dead letters", body = Paged<NotificationView>),
+        (status = 422, description = "invalid `limit`, `offset` or `project_id`")))]
 async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<impl IntoResponse, ApiError> {
     let page = params.paging.page()?;
     let items = queries::dead_letters(&state.pool, params.project_id, page).await?;
-    Ok(axum::Json(
-        json!({ "items": items, "limit": page.limit, "offset": page.offset }),
-    ))
+    Ok(axum::Json(Paged::new(items, page)))
 }
 
-/// A notification and its whole trail of events.
+/// A notification and its whole trail of events. Operators and admins.
+///
+/// Any notification, not only dead letters.
+#[utoipa::path(get, path = "/api/v1/dlq/{id}", tag = "dlq",
+    operation_id = "show_notification",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the notification's id")),
+    responses(
+        (status = 200, description = "the notification and its events", body = NotificationTrail),
+        (status = 404, description = "no such notification")))]
 async fn show(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -51,7 +85,10 @@ async fn show(
         .ok_or(ApiError::NotFound("notification"))?;
     let trail =
         projections::log::aggregate_events(&state.pool, "Notification", &id.to_string()).await?;
-    Ok(axum::Json(json!({ "notification": view, "trail": trail })))
+    Ok(axum::Json(NotificationTrail {
+        notification: view,
+        trail,
+    }))
 }
 
 fn metadata(action: &str) -> Metadata {
@@ -61,6 +98,15 @@ fn metadata(action: &str) -> Metadata {
     ])
 }
 
+/// Send a dead letter again. Operators and admins.
+#[utoipa::path(post, path = "/api/v1/dlq/{id}/redrive", tag = "dlq",
+    operation_id = "redrive_dead_letter",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the notification's id")),
+    responses(
+        (status = 202, body = DeadLetterAction, description = "queued for delivery again"),
+        (status = 404, description = "no such notification"),
+        (status = 409, description = "the notification is not dead-lettered, or concurrent changes to it")))]
 async fn redrive(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -71,16 +117,33 @@ async fn redrive(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({ "notification_id": id, "status": "redriven" })),
+        axum::Json(DeadLetterAction {
+            notification_id: id,
+            status: "redriven",
+        }),
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DiscardInput {
+    /// Why the notification is given up; recorded in its trail.
     reason: String,
 }
 
+/// Give a dead letter up for good. Operators and admins.
+#[utoipa::path(post, path = "/api/v1/dlq/{id}/discard", tag = "dlq",
+    operation_id = "discard_dead_letter",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the notification's id")),
+    request_body = DiscardInput,
+    responses(
+        (status = 200, description = "discarded", body = DeadLetterAction),
+        (status = 400, description = "malformed JSON"),
+        (status = 404, description = "no such notification"),
+        (status = 409, description = "the notification is not dead-lettered, or concurrent changes to it"),
+        (status = 415, description = "the body is not `application/json`"),
+        (status = 422, description = "an empty reason, or unknown fields")))]
 async fn discard(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -94,7 +157,8 @@ async fn discard(
         .commands
         .discard(id, "api", reason, &metadata("discard"))
         .await?;
-    Ok(axum::Json(
-        json!({ "notification_id": id, "status": "discarded" }),
-    ))
+    Ok(axum::Json(DeadLetterAction {
+        notification_id: id,
+        status: "discarded",
+    }))
 }

@@ -1,5 +1,6 @@
 //! The one place that turns errors into HTTP answers: RFC 7807 problem+json with a stable `type`.
-//! User errors say what was wrong; infrastructure errors are logged and shown only as "internal error".
+//! User errors say what was wrong; infrastructure errors are logged and shown only as "internal error". Every
+//! problem carries the request's `trace_id`, the same id its log lines carry.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,10 +14,16 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("no such route")]
     RouteNotFound,
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
     #[error("{0}")]
     Gone(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -43,8 +50,19 @@ impl ApiError {
             Self::NotFound(_) | Self::RouteNotFound => {
                 (StatusCode::NOT_FOUND, "not-found", "Not Found")
             }
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method Not Allowed",
+            ),
             Self::Gone(_) => (StatusCode::GONE, "gone", "Gone"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::TooManyRequests(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too Many Requests",
+            ),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad Request"),
             Self::Invalid(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -82,18 +100,29 @@ impl IntoResponse for ApiError {
         if let Self::Internal(detail) = &self {
             tracing::error!(error = %detail, "request failed");
         }
-        let body = json!({
+        let mut body = json!({
             "type": format!("urn:herald:problem:{slug}"),
             "title": title,
             "status": status.as_u16(),
             "detail": self.to_string(),
         });
-        (
+        // The trace id lets a user quote the one log line that explains an error, without the error leaking it.
+        if let Some(trace_id) = commands::trace::current() {
+            body["trace_id"] = trace_id.into();
+        }
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Self::Unauthorized(_) = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"herald\""),
+            );
+        }
+        response
     }
 }
 

@@ -65,12 +65,38 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
 ///
 /// Numbers are read from strings by hand because these structs are `#[serde(flatten)]`ed into others, and
 /// serde's flatten hands query values over as strings that the plain integer deserializer refuses.
-#[derive(Debug, serde::Deserialize)]
+///
+/// In the OpenAPI description, a handler lists `Paging` in its `params(...)` beside its own query struct, whose
+/// flattened `paging` field is `#[param(ignore)]`d (utoipa's `IntoParams` does not follow `#[serde(flatten)]`).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
+    /// How many items to return: 1 to 200.
     #[serde(default, deserialize_with = "number_from_query")]
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
+    /// How many items to skip.
     #[serde(default, deserialize_with = "number_from_query")]
+    #[param(minimum = 0, default = 0)]
     pub offset: Option<i64>,
+}
+
+/// One page of a list, with the paging it was read with.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl<T> Paged<T> {
+    pub fn new(items: Vec<T>, page: projections::queries::Page) -> Self {
+        Self {
+            items,
+            limit: page.limit,
+            offset: page.offset,
+        }
+    }
 }
 
 fn number_from_query<'de, D: serde::Deserializer<'de>>(

@@ -2,24 +2,50 @@
 //! answer too).
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/ready", get(ready))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
 }
 
-async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`: the process answers.
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// `ready`.
+    status: &'static str,
+    /// Each dependency checked, with `ok`.
+    checks: Map<String, Value>,
+}
+
+/// Liveness: the process answers. Public.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: Postgres (and Kafka, when configured) answer. Public.
+#[utoipa::path(get, path = "/ready", tag = "health",
+    responses((status = 200, body = Ready), (status = 503, description = "a dependency does not answer")))]
+async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     sqlx::query("SELECT 1")
         .execute(&state.pool)
         .await
         .map_err(|e| ApiError::Unavailable(format!("postgres: {e}")))?;
-    let mut checks = serde_json::Map::new();
+    let mut checks = Map::new();
     checks.insert("postgres".into(), json!("ok"));
     for dependency in &state.dependencies {
         dependency
@@ -28,5 +54,8 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
             .map_err(|e| ApiError::Unavailable(format!("{}: {e}", dependency.name())))?;
         checks.insert(dependency.name().into(), json!("ok"));
     }
-    Ok(Json(json!({ "status": "ready", "checks": checks })))
+    Ok(Json(Ready {
+        status: "ready",
+        checks,
+    }))
 }

@@ -3,14 +3,20 @@
 //! through [`ApiError`] as RFC 7807 problem+json.
 
 mod audit;
+pub mod auth;
+mod deprecation;
 mod dlq;
 mod error;
 mod extract;
 mod health;
+mod keys;
+pub mod limits;
+mod openapi;
 mod operations;
 mod projects;
 mod status;
 mod subscriptions;
+mod telemetry;
 mod webhooks;
 
 use std::sync::Arc;
@@ -18,12 +24,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::Router;
 use commands::Commands;
+use metrics_exporter_prometheus::PrometheusHandle;
 use projections::status::PartitionLag;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::cors::CorsLayer;
+use tower_http::timeout::TimeoutLayer;
 
+use auth::jwt::JwtKeys;
+use auth::keys::ApiKeys;
 pub use error::ApiError;
+use limits::{LimitSettings, Limits};
 
 /// Something `/ready` checks besides Postgres (Kafka, when configured).
 #[async_trait]
@@ -50,6 +61,36 @@ pub struct AppState {
     /// Pools onto named snapshots (`?as_of=<name>`), opened on first use and closed when idle.
     pub snapshots: moka::future::Cache<String, PgPool>,
     pub stream: Option<Arc<dyn StreamStatus>>,
+    pub auth: Auth,
+    pub limits: Limits,
+    /// This process's counters and histograms, rendered by `/metrics`.
+    pub metrics: Option<PrometheusHandle>,
+    pub http: HttpSettings,
+}
+
+/// How callers prove who they are.
+#[derive(Clone)]
+pub struct Auth {
+    pub keys: ApiKeys,
+    pub jwt: JwtKeys,
+}
+
+/// Limits of the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// A request (body included) that takes longer than this is answered 408.
+    pub request_timeout: std::time::Duration,
+    /// Origins allowed to call the API from a browser; empty (the default) sends no CORS headers at all.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout: std::time::Duration::from_secs(30),
+            cors_origins: Vec::new(),
+        }
+    }
 }
 
 impl AppState {
@@ -61,7 +102,7 @@ impl AppState {
     ) -> Self {
         Self {
             commands,
-            pool,
+            pool: pool.clone(),
             public_url,
             dependencies,
             snapshots: moka::future::Cache::builder()
@@ -69,7 +110,35 @@ impl AppState {
                 .time_to_idle(std::time::Duration::from_secs(600))
                 .build(),
             stream: None,
+            auth: Auth {
+                keys: ApiKeys::new(pool),
+                jwt: JwtKeys::disabled(),
+            },
+            limits: Limits::new(&LimitSettings::default()),
+            metrics: None,
+            http: HttpSettings::default(),
         }
+    }
+
+    /// Accept bearer JWTs signed with these secrets.
+    pub fn with_jwt(mut self, jwt: JwtKeys) -> Self {
+        self.auth.jwt = jwt;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: &LimitSettings) -> Self {
+        self.limits = Limits::new(limits);
+        self
+    }
+
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    pub fn with_http(mut self, http: HttpSettings) -> Self {
+        self.http = http;
+        self
     }
 
     pub fn with_stream_status(mut self, stream: Arc<dyn StreamStatus>) -> Self {
@@ -82,6 +151,9 @@ impl AppState {
         let Some(name) = as_of else {
             return Ok(self.pool.clone());
         };
+        let cached = self.snapshots.contains_key(name);
+        metrics::counter!("herald_cache_requests_total", "cache" => "snapshots", "result" => if cached { "hit" } else { "miss" })
+            .increment(1);
         let pool = self.pool.clone();
         let owned = name.to_owned();
         self.snapshots
@@ -104,11 +176,12 @@ impl AppState {
     }
 }
 
-/// Webhook bodies above this are refused (GitHub caps its payloads at 25 MB; real build events are far smaller).
+/// Request bodies above this are refused (GitHub caps its payloads at 25 MB; real build events are far smaller).
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every route, each with its OpenAPI description: the spec and the server come from the same list.
+fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::base())
         .merge(health::router())
         .merge(projects::router())
         .merge(subscriptions::router())
@@ -117,13 +190,61 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(operations::router())
         .merge(status::router())
+        .merge(keys::router())
+}
+
+/// The API: every route behind the guard (authentication, the role policy, rate limits), every answer with a
+/// trace id, every failure (panics included) as problem+json.
+pub fn router(state: AppState) -> Router {
+    let (routes, spec) = routes().split_for_parts();
+    let cors = cors(&state.http.cors_origins);
+    let timeout = state.http.request_timeout;
+    routes
+        .merge(openapi::router(spec))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .route_layer(axum::middleware::from_fn(deprecation::headers))
+        .route_layer(axum::middleware::from_fn(telemetry::http_metrics))
         .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(
                 "a handler panicked".into(),
             ))
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(cors)
+        .layer(axum::middleware::from_fn(telemetry::trace))
         .with_state(state)
+}
+
+/// The OpenAPI document of every route (also served at `/api/v1/openapi.json`).
+pub fn spec() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let origins: Vec<axum::http::HeaderValue> =
+        origins.iter().filter_map(|o| o.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PATCH,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ])
 }

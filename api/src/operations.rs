@@ -4,25 +4,34 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
-use projections::rebuild::{self, Rebuild, Snapshot, Target};
-use serde::Deserialize;
-use serde_json::json;
+use commands::config::{ConfigDocument, ImportReport};
+use commands::dry_run::DryRunReport;
+use projections::rebuild::{self, Rebuild, RebuildRun, Snapshot, Target};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::Json;
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/operations/rebuilds", get(list).post(start))
-        .route("/api/v1/operations/dry-run", axum::routing::post(dry_run))
-        .route("/api/v1/config", get(export_config).post(import_config))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, start))
+        .routes(routes!(dry_run))
+        .routes(routes!(export_config, import_config))
 }
 
-/// The configuration document, without secrets (the CLI exports them on request).
+/// Export the configuration. Admin only.
+///
+/// Projects and active subscriptions as one document, without webhook secrets (the CLI exports them on
+/// request).
+#[utoipa::path(get, path = "/api/v1/config", tag = "config",
+    operation_id = "export_config",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "the configuration document", body = ConfigDocument)))]
 async fn export_config(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let document = commands::config::export(&state.pool, &state.commands, false)
         .await
@@ -30,9 +39,25 @@ async fn export_config(State(state): State<AppState>) -> Result<impl IntoRespons
     Ok(axum::Json(document))
 }
 
+/// Import a configuration document. Admin only.
+///
+/// Creates the projects and subscriptions it has that this Herald lacks. Idempotent: what exists already is counted, not changed. Projects that come without a webhook secret get a
+/// new one, listed in the answer once. The whole document is checked before the first change.
+#[utoipa::path(post, path = "/api/v1/config", tag = "config",
+    operation_id = "import_config",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = ConfigDocument,
+    responses(
+        (status = 200, description = "what was created and what existed already", body = ImportReport),
+        (status = 400, description = "malformed JSON"),
+        (status = 404, description = "a subscription's project is neither in the document nor in Herald"),
+        (status = 409, description = "concurrent changes; retry"),
+        (status = 410, description = "a subscription's project is archived in Herald"),
+        (status = 415, description = "the body is not `application/json`"),
+        (status = 422, description = "not a Herald configuration document (format, version, names, chat ids, outcomes), or unknown fields")))]
 async fn import_config(
     State(state): State<AppState>,
-    Json(document): Json<commands::config::ConfigDocument>,
+    Json(document): Json<ConfigDocument>,
 ) -> Result<impl IntoResponse, ApiError> {
     let report = commands::config::import(&state.commands, &document)
         .await
@@ -49,17 +74,36 @@ fn config_error(e: commands::config::ConfigError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DryRunInput {
+    /// An active project.
     project_id: uuid::Uuid,
+    /// The proposed subscription's outcome filters (`all`, `succeeded`, `failed`, `cancelled`, `broken`,
+    /// `fixed`, `still_failing`).
     outcomes: Vec<String>,
+    /// Verdicts recorded at or after this time.
     from: DateTime<Utc>,
+    /// Verdicts recorded before this time; after `from`.
     to: DateTime<Utc>,
+    /// A proposed Telegram message template; the built-in one when absent.
     template: Option<String>,
 }
 
-/// What a proposed subscription (and template) would have sent over a past time range; sends nothing.
+/// Dry-run a proposed subscription over past builds. Operators and admins.
+///
+/// What the subscription (and template) would have sent over a past time range; sends nothing.
+#[utoipa::path(post, path = "/api/v1/operations/dry-run", tag = "operations",
+    operation_id = "dry_run",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = DryRunInput,
+    responses(
+        (status = 200, description = "what would have been sent or suppressed, per verdict", body = DryRunReport),
+        (status = 400, description = "malformed JSON"),
+        (status = 404, description = "no such project"),
+        (status = 410, description = "the project is archived"),
+        (status = 415, description = "the body is not `application/json`"),
+        (status = 422, description = "an invalid outcome, template or time range, or unknown fields")))]
 async fn dry_run(
     State(state): State<AppState>,
     Json(input): Json<DryRunInput>,
@@ -88,26 +132,66 @@ async fn dry_run(
     Ok(axum::Json(report))
 }
 
-async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    Ok(axum::Json(
-        json!({ "items": rebuild::runs(&state.pool).await? }),
-    ))
+/// Every rebuild and snapshot run.
+#[derive(Serialize, ToSchema)]
+struct RebuildRuns {
+    /// Most recently started first.
+    items: Vec<RebuildRun>,
 }
 
-#[derive(Deserialize)]
+/// A rebuild that has started in the background.
+#[derive(Serialize, ToSchema)]
+struct RebuildStarted {
+    /// `live`, or `snapshot:<name>`.
+    id: String,
+    /// Where to follow it.
+    progress: &'static str,
+    /// Always `started`.
+    status: &'static str,
+}
+
+/// Rebuilds and snapshot builds, with their progress. Operators and admins.
+#[utoipa::path(get, path = "/api/v1/operations/rebuilds", tag = "operations",
+    operation_id = "list_rebuilds",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "every run, most recently started first", body = RebuildRuns)))]
+async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(RebuildRuns {
+        items: rebuild::runs(&state.pool).await?,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SnapshotInput {
+    /// 1 to 40 of `a-z`, `0-9` and `_`; read it with `?as_of=<name>`.
     name: String,
+    /// The snapshot shows the read models as they were at this time.
     as_of: DateTime<Utc>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RebuildInput {
+    /// `all`, or one read model: `projects`, `build_runs`, `subscriptions`, `notifications`.
     target: String,
+    /// Build a named snapshot instead of rebuilding the live read models (target `all` only).
     snapshot: Option<SnapshotInput>,
 }
 
+/// Start a rebuild or a snapshot. Operators and admins.
+///
+/// Rebuilds the read models from the event log (blue/green), or builds a named snapshot, in the background.
+#[utoipa::path(post, path = "/api/v1/operations/rebuilds", tag = "operations",
+    operation_id = "start_rebuild",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = RebuildInput,
+    responses(
+        (status = 202, description = "started in the background", body = RebuildStarted),
+        (status = 400, description = "malformed JSON"),
+        (status = 409, description = "this rebuild is already running"),
+        (status = 415, description = "the body is not `application/json`"),
+        (status = 422, description = "an unknown target, an invalid snapshot name, a snapshot of one read model, or unknown fields")))]
 async fn start(
     State(state): State<AppState>,
     Json(input): Json<RebuildInput>,
@@ -157,8 +241,10 @@ async fn start(
     });
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(
-            json!({ "id": id, "status": "started", "progress": "/api/v1/operations/rebuilds" }),
-        ),
+        axum::Json(RebuildStarted {
+            id,
+            progress: "/api/v1/operations/rebuilds",
+            status: "started",
+        }),
     ))
 }

@@ -1,53 +1,92 @@
 //! `/api/v1/projects`: create, list, get, rename, archive (DELETE), rotate the webhook secret, list builds.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
+use commands::deliveries::DeliveryView;
 use commands::Metadata;
 use domain::ProjectName;
-use projections::queries::{self, ProjectView};
+use projections::queries::{self, BuildRunView, ProjectView};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::extract::{Json, Paging, PathId, Query};
+use crate::extract::{Json, Paged, Paging, PathId, Query};
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/projects", post(create).get(list))
-        .route(
-            "/api/v1/projects/{id}",
-            get(show).patch(update).delete(archive),
-        )
-        .route("/api/v1/projects/{id}/secret", post(rotate_secret))
-        .route("/api/v1/projects/{id}/builds", get(builds))
-        .route("/api/v1/projects/{id}/deliveries", get(deliveries))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, update, archive))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(builds))
+        .routes(routes!(deliveries))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProjectInput {
+    /// The project's name.
     name: String,
 }
 
-#[derive(Serialize)]
+/// A project as the read models show it, with its webhook URL and build counts.
+#[derive(Serialize, ToSchema)]
 struct ProjectBody {
     project_id: Uuid,
     name: String,
     archived: bool,
+    /// The GitHub webhook URL (every provider's is in the creation answer).
     webhook_url: String,
     created_at: Option<chrono::DateTime<chrono::Utc>>,
     builds_finished: i32,
     builds_succeeded: i32,
     builds_failed: i32,
     builds_cancelled: i32,
+    /// Succeeded over succeeded-or-failed; absent before any verdict.
     success_rate: Option<f64>,
     last_build_at: Option<chrono::DateTime<chrono::Utc>>,
     last_outcome: Option<String>,
     last_transition: Option<String>,
+}
+
+/// A project with its ten most recently changed builds.
+#[derive(Serialize, ToSchema)]
+struct ProjectDetail {
+    #[serde(flatten)]
+    project: ProjectBody,
+    latest_builds: Vec<BuildRunView>,
+}
+
+/// A new project. The webhook secret is shown here once and nowhere else.
+#[derive(Serialize, ToSchema)]
+struct CreatedProject {
+    /// Always false.
+    archived: bool,
+    name: String,
+    project_id: Uuid,
+    webhook_secret: String,
+    /// The GitHub webhook URL.
+    webhook_url: String,
+    /// The webhook URL for every provider Herald accepts, by provider.
+    webhook_urls: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RenamedProject {
+    name: String,
+    project_id: Uuid,
+}
+
+/// The new webhook secret, shown once.
+#[derive(Serialize, ToSchema)]
+struct RotatedSecret {
+    project_id: Uuid,
+    webhook_secret: String,
 }
 
 fn webhook_url(state: &AppState, project_id: Uuid) -> String {
@@ -62,13 +101,13 @@ fn webhook_url_for(state: &AppState, provider: &str, project_id: Uuid) -> String
 }
 
 /// The webhook URL for every provider Herald accepts.
-fn webhook_urls(state: &AppState, project_id: Uuid) -> serde_json::Map<String, serde_json::Value> {
+fn webhook_urls(state: &AppState, project_id: Uuid) -> BTreeMap<String, String> {
     commands::providers::Provider::ALL
         .iter()
         .map(|p| {
             (
                 p.as_str().to_owned(),
-                json!(webhook_url_for(state, p.as_str(), project_id)),
+                webhook_url_for(state, p.as_str(), project_id),
             )
         })
         .collect()
@@ -121,6 +160,19 @@ fn metadata(action: &str) -> Metadata {
     ])
 }
 
+/// Create a project. Admin only.
+///
+/// The answer holds the webhook secret, once; Herald keeps it to verify webhooks but never shows it again.
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
+    operation_id = "create_project",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = ProjectInput,
+    responses(
+        (status = 201, description = "created; the webhook secret is in the answer, once", body = CreatedProject,
+            headers(("Location" = String, description = "the new project's URL"))),
+        (status = 400, description = "malformed JSON"),
+        (status = 415, description = "the body is not `application/json`"),
+        (status = 422, description = "invalid name, or unknown fields")))]
 async fn create(
     State(state): State<AppState>,
     Json(input): Json<ProjectInput>,
@@ -130,14 +182,14 @@ async fn create(
         .commands
         .create_project(name.clone(), &metadata("create_project"))
         .await?;
-    let body = json!({
-        "project_id": project_id,
-        "name": name.as_str(),
-        "webhook_url": webhook_url(&state, project_id),
-        "webhook_urls": webhook_urls(&state, project_id),
-        "webhook_secret": secret,
-        "archived": false,
-    });
+    let body = CreatedProject {
+        archived: false,
+        name: name.as_str().to_owned(),
+        project_id,
+        webhook_secret: secret,
+        webhook_url: webhook_url(&state, project_id),
+        webhook_urls: webhook_urls(&state, project_id),
+    };
     Ok((
         StatusCode::CREATED,
         [(
@@ -148,28 +200,46 @@ async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     #[serde(flatten)]
+    #[param(ignore)]
     paging: Paging,
+    /// `true` to list archived projects too.
     #[serde(default)]
+    #[param(value_type = Option<bool>, default = false)]
     include_archived: Option<String>,
     /// A snapshot's name: read the read models as they were then.
     as_of: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AsOf {
+    /// A snapshot's name: read the read models as they were then.
     as_of: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct BuildsParams {
     #[serde(flatten)]
+    #[param(ignore)]
     paging: Paging,
+    /// A snapshot's name: read the read models as they were then.
     as_of: Option<String>,
 }
 
+/// List projects, oldest first. Readers, operators and admins.
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+    operation_id = "list_projects",
+    security(("bearer" = []), ("api_key" = [])),
+    params(Paging, ListParams),
+    responses(
+        (status = 200, description = "one page of projects", body = Paged<ProjectBody>),
+        (status = 404, description = "no such snapshot (`as_of`)"),
+        (status = 422, description = "invalid `limit`, `offset`, `include_archived` or snapshot name")))]
 async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
@@ -190,9 +260,7 @@ async fn list(
         .into_iter()
         .map(|v| ProjectBody::from_view(&state, v))
         .collect();
-    Ok(axum::Json(
-        json!({ "items": items, "limit": page.limit, "offset": page.offset }),
-    ))
+    Ok(axum::Json(Paged::new(items, page)))
 }
 
 async fn find(
@@ -211,14 +279,22 @@ async fn find(
     ProjectBody::fresh(state, project).ok_or(ApiError::NotFound("project"))
 }
 
+/// A project, with its ten most recently changed builds. Readers, operators and admins.
+#[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects",
+    operation_id = "show_project",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the project's id"), AsOf),
+    responses(
+        (status = 200, description = "the project", body = ProjectDetail),
+        (status = 404, description = "no such project, or no such snapshot (`as_of`)"),
+        (status = 422, description = "invalid snapshot name")))]
 async fn show(
     State(state): State<AppState>,
     PathId(id): PathId,
     Query(params): Query<AsOf>,
 ) -> Result<impl IntoResponse, ApiError> {
     let as_of = params.as_of.as_deref();
-    let mut body = serde_json::to_value(find(&state, id, as_of).await?)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let project = find(&state, id, as_of).await?;
     let pool = state.read_pool(as_of).await?;
     let latest = queries::builds(
         &pool,
@@ -229,11 +305,26 @@ async fn show(
         },
     )
     .await?;
-    body["latest_builds"] =
-        serde_json::to_value(latest).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(axum::Json(body))
+    Ok(axum::Json(ProjectDetail {
+        project,
+        latest_builds: latest,
+    }))
 }
 
+/// Rename a project. Admin only.
+#[utoipa::path(patch, path = "/api/v1/projects/{id}", tag = "projects",
+    operation_id = "rename_project",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the project's id")),
+    request_body = ProjectInput,
+    responses(
+        (status = 200, description = "renamed (or already so named)", body = RenamedProject),
+        (status = 400, description = "malformed JSON"),
+        (status = 404, description = "no such project"),
+        (status = 409, description = "concurrent changes to the project; retry"),
+        (status = 410, description = "the project is archived"),
+        (status = 415, description = "the body is not `application/json`"),
+        (status = 422, description = "invalid name, or unknown fields")))]
 async fn update(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -244,11 +335,23 @@ async fn update(
         .commands
         .rename_project(id, name.clone(), &metadata("rename_project"))
         .await?;
-    Ok(axum::Json(
-        json!({ "project_id": id, "name": name.as_str() }),
-    ))
+    Ok(axum::Json(RenamedProject {
+        name: name.as_str().to_owned(),
+        project_id: id,
+    }))
 }
 
+/// Archive a project: its webhooks are refused from now on; its history stays. Admin only.
+///
+/// Archiving an archived project changes nothing and answers 204 too.
+#[utoipa::path(delete, path = "/api/v1/projects/{id}", tag = "projects",
+    operation_id = "archive_project",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the project's id")),
+    responses(
+        (status = 204, description = "archived"),
+        (status = 404, description = "no such project"),
+        (status = 409, description = "concurrent changes to the project; retry")))]
 async fn archive(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -260,6 +363,18 @@ async fn archive(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Replace a project's webhook secret. Admin only.
+///
+/// The answer holds the new secret, once. The previous one keeps working for the configured overlap.
+#[utoipa::path(post, path = "/api/v1/projects/{id}/secret", tag = "projects",
+    operation_id = "rotate_project_secret",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the project's id")),
+    responses(
+        (status = 200, description = "the new secret, shown once", body = RotatedSecret),
+        (status = 404, description = "no such project"),
+        (status = 409, description = "concurrent changes to the project; retry"),
+        (status = 410, description = "the project is archived")))]
 async fn rotate_secret(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -268,11 +383,21 @@ async fn rotate_secret(
         .commands
         .rotate_secret(id, &metadata("rotate_secret"))
         .await?;
-    Ok(axum::Json(
-        json!({ "project_id": id, "webhook_secret": secret }),
-    ))
+    Ok(axum::Json(RotatedSecret {
+        project_id: id,
+        webhook_secret: secret,
+    }))
 }
 
+/// A project's builds, most recently changed first. Readers, operators and admins.
+#[utoipa::path(get, path = "/api/v1/projects/{id}/builds", tag = "projects",
+    operation_id = "list_project_builds",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the project's id"), Paging, BuildsParams),
+    responses(
+        (status = 200, description = "one page of builds", body = Paged<BuildRunView>),
+        (status = 404, description = "no such project, or no such snapshot (`as_of`)"),
+        (status = 422, description = "invalid `limit`, `offset` or snapshot name")))]
 async fn builds(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -283,11 +408,20 @@ async fn builds(
     find(&state, id, as_of).await?;
     let pool = state.read_pool(as_of).await?;
     let items = queries::builds(&pool, id, page).await?;
-    Ok(axum::Json(
-        json!({ "items": items, "limit": page.limit, "offset": page.offset }),
-    ))
+    Ok(axum::Json(Paged::new(items, page)))
 }
 
+/// A project's webhook delivery log, newest first. Operators and admins.
+///
+/// Every delivery to the project, refused ones included, with what became of it and why.
+#[utoipa::path(get, path = "/api/v1/projects/{id}/deliveries", tag = "projects",
+    operation_id = "list_project_deliveries",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = Uuid, Path, description = "the project's id"), Paging),
+    responses(
+        (status = 200, description = "one page of deliveries", body = Paged<DeliveryView>),
+        (status = 404, description = "no such project"),
+        (status = 422, description = "invalid `limit` or `offset`")))]
 async fn deliveries(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -296,7 +430,5 @@ async fn deliveries(
     let page = paging.page()?;
     find(&state, id, None).await?;
     let items = commands::deliveries::recent(&state.pool, id, page.limit, page.offset).await?;
-    Ok(axum::Json(
-        json!({ "items": items, "limit": page.limit, "offset": page.offset }),
-    ))
+    Ok(axum::Json(Paged::new(items, page)))
 }

@@ -6,17 +6,47 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use projections::status::{database_status, DatabaseStatus, PartitionLag};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/operations/status", get(status))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(metrics))
+}
+
+/// How far behind Herald is, and what waits.
+// Fields in alphabetical order, here and in `StreamReport`: the order the answer had when built with `json!`.
+#[derive(Serialize, ToSchema)]
+struct OperationsStatus {
+    /// Reserved for the delivery circuit breakers; always empty for now.
+    circuit_breakers: Vec<serde_json::Value>,
+    database: DatabaseStatus,
+    stream: StreamReport,
+}
+
+/// The event stream: the in-process bus (no backlog of its own), or Kafka with each consumer group's lag.
+#[derive(Serialize, ToSchema)]
+struct StreamReport {
+    /// Kafka only: why the lag could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    error: Option<String>,
+    /// `in-process` or `kafka`.
+    kind: &'static str,
+    /// In-process only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    note: Option<&'static str>,
+    /// Kafka only, when the lag could be read: one entry per consumer group and partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    partitions: Option<Vec<PartitionLag>>,
 }
 
 async fn gather(
@@ -30,22 +60,51 @@ async fn gather(
     Ok((database, stream))
 }
 
+/// Operational status. Operators and admins.
+///
+/// Outbox depth and age, how far each projection and consumer group is behind, delivery and dead-letter queue
+/// sizes.
+#[utoipa::path(get, path = "/api/v1/operations/status", tag = "operations",
+    operation_id = "operations_status",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "the status", body = OperationsStatus)))]
 async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (database, stream) = gather(&state).await?;
     let stream = match stream {
-        None => {
-            json!({ "kind": "in-process", "note": "the in-process bus holds no backlog: the outbox is the backlog" })
-        }
-        Some(Ok(partitions)) => json!({ "kind": "kafka", "partitions": partitions }),
-        Some(Err(e)) => json!({ "kind": "kafka", "error": e }),
+        None => StreamReport {
+            error: None,
+            kind: "in-process",
+            note: Some("the in-process bus holds no backlog: the outbox is the backlog"),
+            partitions: None,
+        },
+        Some(Ok(partitions)) => StreamReport {
+            error: None,
+            kind: "kafka",
+            note: None,
+            partitions: Some(partitions),
+        },
+        Some(Err(e)) => StreamReport {
+            error: Some(e),
+            kind: "kafka",
+            note: None,
+            partitions: None,
+        },
     };
-    Ok(axum::Json(json!({
-        "database": database,
-        "stream": stream,
-        "circuit_breakers": [],
-    })))
+    Ok(axum::Json(OperationsStatus {
+        circuit_breakers: Vec::new(),
+        database,
+        stream,
+    }))
 }
 
+/// Prometheus metrics. Public.
+///
+/// The operational status's figures as gauges, and this process's own counters and histograms (HTTP requests,
+/// events appended, deliveries, caches), in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    operation_id = "metrics",
+    responses((status = 200, content_type = "text/plain", body = String,
+        description = "Prometheus text exposition format, version 0.0.4")))]
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (db, stream) = gather(&state).await?;
     let mut out = String::new();
@@ -107,6 +166,10 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
                 })
                 .collect(),
         );
+    }
+    // This process's own counters and histograms (HTTP, events appended, deliveries, caches).
+    if let Some(handle) = &state.metrics {
+        out.push_str(&handle.render());
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

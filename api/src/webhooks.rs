@@ -12,20 +12,47 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::post;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use commands::deliveries::{self, Delivery, DeliveryOutcome};
 use commands::providers::{Normalized, Provider, WebhookRequest};
 use commands::{CommandError, Metadata};
 use domain::ProjectError;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/webhooks/{provider}/{project}", post(receive))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive))
+}
+
+/// What became of a delivery (which fields are present depends on what the delivery was).
+// Fields in alphabetical order: the order the answer had when it was built with `json!`.
+#[derive(Serialize, ToSchema)]
+struct WebhookAnswer {
+    /// Build events only: the build run the delivery was recorded on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    build_run_id: Option<String>,
+    /// The provider's delivery id, or a hash of the body when the provider sends none.
+    delivery_id: String,
+    /// The provider's event name.
+    event: String,
+    /// Ignored events only: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    reason: Option<String>,
+    /// Build events only: the events recorded (empty when nothing changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    recorded_events: Option<Vec<String>>,
+    /// `accepted`, `duplicate` (a redelivery: nothing recorded), `stale` (older than what is recorded: nothing
+    /// recorded) or `ignored` (an event Herald does not track).
+    status: &'static str,
 }
 
 /// What the handler learned before it answered, for the delivery log.
@@ -44,18 +71,57 @@ fn query_token(query: Option<&str>) -> Option<String> {
     })
 }
 
+/// Receive a CI webhook. Signature-authenticated; producer keys only for their own projects.
+///
+/// The delivery is authenticated, normalized and recorded; the answer comes after the commit. Authenticated by the project's webhook secret, as each provider signs: GitHub `X-Hub-Signature-256`,
+/// GitLab `X-Gitlab-Token`, Jenkins `X-Herald-Token` (or `?token=`), CircleCI `circleci-signature`, generic
+/// `X-Herald-Signature-256` or `X-Herald-Token`. An API key or token is optional; when one is presented it must
+/// be an admin's, or a producer's whose projects include this one. Every delivery to a known project, refused
+/// or not, is listed in the project's delivery log.
+#[utoipa::path(post, path = "/api/v1/webhooks/{provider}/{project}", tag = "webhooks",
+    operation_id = "receive_webhook",
+    security((), ("bearer" = []), ("api_key" = [])),
+    params(
+        ("provider" = String, Path,
+            description = "`github`, `gitlab`, `jenkins`, `circleci` or `generic`"),
+        ("project" = Uuid, Path, description = "the project's id"),
+        ("token" = Option<String>, Query,
+            description = "Jenkins only: the webhook secret, when it cannot be sent as `X-Herald-Token`")),
+    request_body(content = Object, content_type = "application/json",
+        description = "The provider's webhook payload, as the provider sends it (read as raw bytes: the \
+                       signature is checked over them before the body is parsed). At most 5 MiB."),
+    responses(
+        (status = 202, body = WebhookAnswer,
+            description = "recorded (or recognized as a duplicate, stale or ignored delivery)"),
+        (status = 400, description = "a missing event header, or a body the provider's format does not parse"),
+        (status = 401, description = "missing or wrong signature or token"),
+        (status = 403, description = "the API key presented may not post webhooks for this project"),
+        (status = 404, description = "no such provider or project"),
+        (status = 409, description = "concurrent changes to the build run; retry"),
+        (status = 410, description = "the project is archived"),
+        (status = 413, description = "the body is over 5 MiB"),
+        (status = 422, description = "an event that contradicts the build run (a completed run without an outcome, another run's event)"),
+        (status = 503, description = "the build history needed to judge the build is unavailable")))]
 async fn receive(
     State(state): State<AppState>,
+    caller: Caller,
     Path((provider, project)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let received_at = Utc::now();
+    let project_id: Uuid = project.parse().map_err(|_| ApiError::NotFound("project"))?;
+    if let Some(principal) = &caller.0 {
+        if !principal.may_post_for(project_id) {
+            return Err(ApiError::Forbidden(format!(
+                "this key may not post webhooks for project {project_id}"
+            )));
+        }
+    }
     let provider: Provider = provider.parse().map_err(|_| {
         ApiError::NotFound("provider (one of github, gitlab, jenkins, circleci, generic)")
     })?;
-    let project_id: Uuid = project.parse().map_err(|_| ApiError::NotFound("project"))?;
     let mut seen = Seen::default();
     let result = accept(
         &state,
@@ -103,7 +169,7 @@ async fn accept(
     body: Result<Bytes, BytesRejection>,
     received_at: DateTime<Utc>,
     seen: &mut Seen,
-) -> Result<(DeliveryOutcome, Value), ApiError> {
+) -> Result<(DeliveryOutcome, WebhookAnswer), ApiError> {
     let project = match state.commands.active_project(project_id).await {
         Err(CommandError::Project(ProjectError::NotFound)) => {
             return Err(ApiError::NotFound("project"))
@@ -130,10 +196,15 @@ async fn accept(
         query_token: token.as_deref(),
     };
     seen.delivery_id = Some(provider.delivery_id(&request));
-    let secret = state.commands.webhook_secret(&project).await?;
-    provider
-        .authenticate(&secret, &request)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    let secrets = state.commands.webhook_secrets(&project).await?;
+    let mut verdict = Ok(());
+    for secret in &secrets {
+        verdict = provider.authenticate(secret, &request);
+        if verdict.is_ok() {
+            break;
+        }
+    }
+    verdict.map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     let event = provider
         .event_name(&request)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -170,7 +241,14 @@ async fn accept(
             };
             Ok((
                 outcome,
-                json!({ "status": outcome.as_str(), "event": event, "delivery_id": delivery_id }),
+                WebhookAnswer {
+                    status: outcome.as_str(),
+                    event,
+                    delivery_id,
+                    build_run_id: None,
+                    recorded_events: None,
+                    reason: None,
+                },
             ))
         }
         Normalized::Build(build) => {
@@ -187,18 +265,26 @@ async fn accept(
             seen.events = recorded.events.clone();
             Ok((
                 outcome,
-                json!({
-                    "status": outcome.as_str(),
-                    "event": event,
-                    "delivery_id": delivery_id,
-                    "build_run_id": recorded.build_run_id,
-                    "recorded_events": recorded.events,
-                }),
+                WebhookAnswer {
+                    status: outcome.as_str(),
+                    event,
+                    delivery_id,
+                    build_run_id: Some(recorded.build_run_id),
+                    recorded_events: Some(recorded.events),
+                    reason: None,
+                },
             ))
         }
         Normalized::Ignored { event, reason } => Ok((
             DeliveryOutcome::Ignored,
-            json!({ "status": "ignored", "event": event, "reason": reason, "delivery_id": delivery_id }),
+            WebhookAnswer {
+                status: DeliveryOutcome::Ignored.as_str(),
+                event,
+                delivery_id,
+                build_run_id: None,
+                recorded_events: None,
+                reason: Some(reason),
+            },
         )),
     }
 }

@@ -14,7 +14,7 @@ use crate::{CommandError, Commands, Metadata};
 pub const FORMAT: &str = "herald-config";
 pub const VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigDocument {
     pub format: String,
@@ -24,7 +24,7 @@ pub struct ConfigDocument {
     pub subscriptions: Vec<SubscriptionConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     pub project_id: Uuid,
@@ -36,7 +36,7 @@ pub struct ProjectConfig {
     pub webhook_secret: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
     pub subscription_id: Uuid,
@@ -45,7 +45,7 @@ pub struct SubscriptionConfig {
     pub outcomes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub projects_created: usize,
     pub projects_existing: usize,

@@ -50,7 +50,7 @@ pub struct Delivery<'a> {
     pub events: &'a [String],
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: i64,
     pub provider: String,

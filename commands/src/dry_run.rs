@@ -24,7 +24,7 @@ pub struct DryRunRequest {
     pub to: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DryRunEntry {
     pub build_run_id: String,
     pub completed_at: DateTime<Utc>,
@@ -39,7 +39,7 @@ pub struct DryRunEntry {
     pub text: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DryRunReport {
     pub verdicts: usize,
     pub would_send: usize,

@@ -48,6 +48,13 @@ where
         command: A::Command,
         metadata: &HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
+        let mut metadata = metadata.clone();
+        if let Some(trace_id) = crate::trace::current() {
+            metadata.entry("trace_id".to_owned()).or_insert(trace_id);
+        }
+        if let Some(actor) = crate::trace::actor() {
+            metadata.entry("actor".to_owned()).or_insert(actor);
+        }
         for _ in 0..MAX_CONFLICT_RETRIES {
             let mut context = self
                 .store
@@ -68,7 +75,12 @@ where
                 Err(AggregateError::AggregateConflict) => {
                     tracing::debug!(aggregate = A::TYPE, id, "conflict, retrying command");
                 }
-                other => return other.map_err(|e| CommandError::from_aggregate(id, e)),
+                Ok(committed) => {
+                    metrics::counter!("herald_events_appended_total", "aggregate" => A::TYPE)
+                        .increment(committed.len() as u64);
+                    return Ok(committed);
+                }
+                Err(e) => return Err(CommandError::from_aggregate(id, e)),
             }
         }
         Err(CommandError::Conflict(id.to_owned()))

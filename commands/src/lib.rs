@@ -16,8 +16,9 @@ pub mod providers;
 pub(crate) mod secrets;
 mod service;
 pub mod template;
+pub mod trace;
 
 pub use error::CommandError;
 pub use executor::Executor;
 pub use migrate::{migrate, MIGRATOR};
-pub use service::{Commands, Metadata, RecordedBuild};
+pub use service::{Commands, Metadata, RecordedBuild, DEFAULT_SECRET_OVERLAP};

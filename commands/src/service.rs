@@ -35,7 +35,12 @@ pub struct Commands {
     builds: Executor<BuildRun>,
     subscriptions: Executor<Subscription>,
     notifications: Executor<Notification>,
+    secret_overlap: std::time::Duration,
 }
+
+/// How long a rotated-out webhook secret keeps working, so CI systems can be switched to the new one without
+/// a window of refused webhooks.
+pub const DEFAULT_SECRET_OVERLAP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl Commands {
     pub fn new(pool: PgPool) -> Self {
@@ -46,7 +51,14 @@ impl Commands {
             subscriptions: Executor::new(pool.clone(), ()),
             notifications: Executor::new(pool.clone(), ()),
             pool,
+            secret_overlap: DEFAULT_SECRET_OVERLAP,
         }
+    }
+
+    /// Keep the previous webhook secret valid this long after a rotation (zero: not at all).
+    pub fn with_secret_overlap(mut self, overlap: std::time::Duration) -> Self {
+        self.secret_overlap = overlap;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -156,13 +168,23 @@ impl Commands {
     }
 
     /// The secret webhooks for this project must be signed with.
-    pub async fn webhook_secret(&self, project: &Project) -> Result<String, CommandError> {
+    /// The webhook secrets a delivery may be signed with: the current one, and the previous one while it is
+    /// inside the rotation overlap.
+    pub async fn webhook_secrets(&self, project: &Project) -> Result<Vec<String>, CommandError> {
         let project_id = project.project_id.ok_or(ProjectError::NotFound)?;
-        secrets::load(&self.pool, project_id, project.secret_version)
-            .await?
-            .ok_or_else(|| {
-                CommandError::Store(format!("no secret stored for project {project_id}"))
-            })
+        let secrets = secrets::load_accepted(
+            &self.pool,
+            project_id,
+            project.secret_version,
+            self.secret_overlap,
+        )
+        .await?;
+        if secrets.is_empty() {
+            return Err(CommandError::Store(format!(
+                "no secret stored for project {project_id}"
+            )));
+        }
+        Ok(secrets)
     }
 
     pub async fn record_ping(

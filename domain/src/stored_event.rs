@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// `global_seq` is Herald's total order over the log (postgres-es has none); `sequence` is the aggregate's own
 /// order, which consumers use as their idempotency checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub global_seq: i64,
     pub aggregate_type: String,

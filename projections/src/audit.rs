@@ -34,7 +34,7 @@ pub enum Scope {
 }
 
 /// One line of the trail.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TrailEntry {
     pub at: DateTime<Utc>,
     pub global_seq: i64,

@@ -30,7 +30,7 @@ impl ProjectView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct BuildRunView {
     pub build_run_id: String,
     pub project_id: Uuid,
@@ -57,7 +57,7 @@ pub struct BuildRunView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SubscriptionView {
     pub subscription_id: Uuid,
     pub project_id: Uuid,
@@ -71,7 +71,7 @@ pub struct SubscriptionView {
     pub version: i64,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct NotificationView {
     pub notification_id: Uuid,
     pub build_run_id: String,

@@ -102,7 +102,7 @@ pub fn snapshot_schema(name: &str) -> Result<String, RebuildError> {
 }
 
 /// Where a rebuild stands, as `rebuild_runs` records it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RebuildRun {
     pub id: String,
     pub target: String,

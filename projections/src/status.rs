@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 /// One consumer group's position on one Kafka partition.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PartitionLag {
     pub group: String,
     pub partition: i32,
@@ -14,14 +14,14 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectionLag {
     pub projection: &'static str,
     /// Aggregates whose newest event this projection has not applied yet.
     pub aggregates_behind: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DatabaseStatus {
     pub events_total: i64,
     pub head_global_seq: i64,

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod bench;
 pub mod dlq;
+pub mod healthcheck;
 pub mod progress;
 pub mod rebuild;
 pub mod replay;

@@ -177,7 +177,10 @@ pub struct CreatedProject {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Sends the admin key with every request.
     pub http: reqwest::Client,
+    /// Sends no credentials, as a CI system posting a signed webhook does.
+    pub anonymous: reqwest::Client,
     pub pool: PgPool,
     pub telegram: FakeTelegram,
     pub settings: Settings,
@@ -207,7 +210,6 @@ pub async fn fresh_database() -> String {
 pub fn settings_for(database: &str, bus: Bus, telegram: &FakeTelegram) -> Settings {
     let unique = Uuid::new_v4().simple().to_string();
     Settings {
-        database_url: database_url(database),
         listen: "127.0.0.1:0".parse().unwrap(),
         public_url: "http://herald.test".into(),
         kafka: (bus == Bus::Kafka).then(|| KafkaConfig {
@@ -222,8 +224,40 @@ pub fn settings_for(database: &str, bus: Bus, telegram: &FakeTelegram) -> Settin
             timeout: Duration::from_secs(5),
         }),
         max_delivery_attempts: 3,
-        backups: None,
+        jwt: api::auth::jwt::JwtKeys::new(JWT_SECRET),
+        // Tests drive far more traffic from one address than a person would; the limits get their own tests.
+        limits: api::limits::LimitSettings {
+            api: api::limits::Rate::new(100_000, 100_000).unwrap(),
+            webhooks: api::limits::Rate::new(100_000, 100_000).unwrap(),
+            trust_forwarded_for: false,
+        },
+        ..Settings::new(database_url(database))
     }
+}
+
+/// The JWT secret test apps accept.
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+
+/// A key with `role` on `pool`'s Herald (producers need `projects`).
+pub async fn create_key(pool: &PgPool, role: api::auth::Role, projects: &[Uuid]) -> String {
+    api::auth::keys::ApiKeys::new(pool.clone())
+        .create(&format!("test {}", role.as_str()), role, projects, None)
+        .await
+        .expect("create key")
+        .key
+}
+
+/// An HTTP client that sends `credential` as a bearer token with every request.
+pub fn client_with(credential: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {credential}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Herald all-in-one on a fresh database.
@@ -233,9 +267,19 @@ pub async fn spawn_app(bus: Bus) -> TestApp {
 
 /// Herald with only `roles` running (the API is always started, on a free port).
 pub async fn spawn_app_with(bus: Bus, roles: &[Role]) -> TestApp {
+    spawn_app_configured(bus, roles, |_| {}).await
+}
+
+/// [`spawn_app_with`], with settings changed by `edit` first.
+pub async fn spawn_app_configured(
+    bus: Bus,
+    roles: &[Role],
+    edit: impl FnOnce(&mut Settings),
+) -> TestApp {
     let telegram = FakeTelegram::start().await;
     let database = fresh_database().await;
-    let settings = settings_for(&database, bus, &telegram);
+    let mut settings = settings_for(&database, bus, &telegram);
+    edit(&mut settings);
     let mut roles = roles.to_vec();
     if !roles.contains(&Role::Api) {
         roles.push(Role::Api);
@@ -244,9 +288,12 @@ pub async fn spawn_app_with(bus: Bus, roles: &[Role]) -> TestApp {
         .await
         .expect("herald starts");
     let pool = herald::connect(&settings.database_url).await.unwrap();
+    let admin_key = create_key(&pool, api::auth::Role::Admin, &[]).await;
     TestApp {
         addr: running.api_addr.expect("api runs"),
-        http: reqwest::Client::new(),
+        http: client_with(&admin_key),
+        anonymous: reqwest::Client::new(),
+
         pool,
         telegram,
         settings,
@@ -323,7 +370,7 @@ impl TestApp {
         signature: Option<&str>,
     ) -> reqwest::Response {
         let mut request = self
-            .http
+            .anonymous
             .post(self.url(&format!("/api/v1/webhooks/github/{project_id}")))
             .header("content-type", "application/json")
             .header("x-github-event", event)
@@ -346,7 +393,7 @@ impl TestApp {
         body: &[u8],
     ) -> reqwest::Response {
         let mut request = self
-            .http
+            .anonymous
             .post(self.url(&format!("/api/v1/webhooks/{provider}/{project_id}{query}")))
             .header("content-type", "application/json")
             .body(body.to_vec());

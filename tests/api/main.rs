@@ -4,12 +4,14 @@
 mod helpers;
 
 mod audit;
+mod auth;
 mod backup;
 mod config;
 mod dlq;
 mod dry_run;
 mod health;
 
+mod observability;
 mod pipeline;
 mod projections_idempotence;
 mod projects;

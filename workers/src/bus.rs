@@ -77,7 +77,7 @@ impl InProcessBus {
                 batch = receiver.recv() => match batch { Some(b) => b, None => break },
             };
             for event in batch.events.iter() {
-                if !handle_with_retry(handler.as_ref(), event, &shutdown).await {
+                if !handle_with_retry(handler.as_ref(), event, None, &shutdown).await {
                     // Shut down mid-batch: not acknowledging leaves the batch in the outbox.
                     break;
                 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use domain::StoredEvent;
 use projections::Projector;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::bus::InProcessBus;
 use crate::kafka::{KafkaConfig, KafkaConsumer};
@@ -81,7 +82,27 @@ impl EventHandler for ProjectionHandler {
 
 /// Handle one event, retrying transient failures with backoff until they pass or `shutdown`.
 /// Returns `false` only when shut down before the event was handled.
+///
+/// The handling runs inside the event's trace: `trace` (from the Kafka `traceparent` header) or else the
+/// `trace_id` the event's metadata carries, so what the handler commits and logs joins the webhook's trace.
 pub(crate) async fn handle_with_retry(
+    handler: &dyn EventHandler,
+    event: &StoredEvent,
+    trace: Option<String>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let trace_id = trace
+        .or_else(|| event.metadata.get("trace_id")?.as_str().map(str::to_owned))
+        .unwrap_or_else(commands::trace::new_trace_id);
+    let span = tracing::info_span!("consume", trace_id = %trace_id, group = handler.group(), global_seq = event.global_seq);
+    commands::trace::scope(
+        trace_id,
+        retry_until_handled(handler, event, shutdown).instrument(span),
+    )
+    .await
+}
+
+async fn retry_until_handled(
     handler: &dyn EventHandler,
     event: &StoredEvent,
     shutdown: &CancellationToken,

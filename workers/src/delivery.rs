@@ -17,6 +17,7 @@ use domain::{Channel, NotificationCommand, NotificationEvent, StoredEvent};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::consumer::{EventHandler, HandlerError};
@@ -60,11 +61,12 @@ impl EventHandler for DeliveryEnqueuer {
             _ => return Ok(()),
         };
         sqlx::query(
-            "INSERT INTO delivery_queue (notification_id, next_attempt_at) VALUES ($1, $2)
+            "INSERT INTO delivery_queue (notification_id, next_attempt_at, trace_id) VALUES ($1, $2, $3)
              ON CONFLICT (notification_id) DO NOTHING",
         )
         .bind(notification_id)
         .bind(due)
+        .bind(event.metadata.get("trace_id").and_then(|t| t.as_str()))
         .execute(&self.pool)
         .await?;
         self.wake.notify_one();
@@ -119,15 +121,27 @@ impl DeliveryWorker {
     /// Claim the next due notification, attempt it once, record the outcome.
     pub async fn try_deliver_next(&self) -> Result<DeliveryOutcome, DeliveryError> {
         let mut tx = self.pool.begin().await?;
-        let claimed: Option<Uuid> = sqlx::query_scalar(
-            "SELECT notification_id FROM delivery_queue WHERE next_attempt_at <= now()
+        let claimed: Option<(Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT notification_id, trace_id FROM delivery_queue WHERE next_attempt_at <= now()
               ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED",
         )
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(notification_id) = claimed else {
+        let Some((notification_id, trace_id)) = claimed else {
             return Ok(DeliveryOutcome::Idle);
         };
+        // Continue the trace of the webhook that caused this notification.
+        let trace_id = trace_id.unwrap_or_else(commands::trace::new_trace_id);
+        let span =
+            tracing::info_span!("delivery", trace_id = %trace_id, notification = %notification_id);
+        commands::trace::scope(trace_id, self.deliver(tx, notification_id).instrument(span)).await
+    }
+
+    async fn deliver(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        notification_id: Uuid,
+    ) -> Result<DeliveryOutcome, DeliveryError> {
         let id = notification_id.to_string();
         let executor = self.commands.notifications();
         let notification = executor.load(&id).await?;
@@ -170,6 +184,7 @@ impl DeliveryWorker {
             }
         };
         tx.commit().await?;
+        record_metrics(outcome);
         Ok(outcome)
     }
 
@@ -248,4 +263,20 @@ impl DeliveryWorker {
             }
         }
     }
+}
+
+/// `herald_deliveries_total{channel,outcome}` and `herald_delivery_retries_total{channel}`.
+fn record_metrics(outcome: DeliveryOutcome) {
+    let label = match outcome {
+        DeliveryOutcome::Delivered => "delivered",
+        DeliveryOutcome::RetryScheduled => {
+            metrics::counter!("herald_delivery_retries_total", "channel" => "telegram")
+                .increment(1);
+            "failed"
+        }
+        DeliveryOutcome::DeadLettered => "dead_lettered",
+        DeliveryOutcome::Idle | DeliveryOutcome::AlreadySettled => return,
+    };
+    metrics::counter!("herald_deliveries_total", "channel" => "telegram", "outcome" => label)
+        .increment(1);
 }

@@ -13,7 +13,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
@@ -149,22 +149,37 @@ impl Publisher for KafkaPublisher {
             .collect::<Result<_, _>>()
             .map_err(|e| PublishError(e.to_string()))?;
         // Enqueued in order; the idempotent producer keeps that order per partition even across its retries.
-        let sends = events.iter().zip(&payloads).map(|(event, payload)| {
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "event_type",
-                    value: Some(event.event_type.as_str()),
-                })
-                .insert(Header {
-                    key: "aggregate_type",
-                    value: Some(event.aggregate_type.as_str()),
-                });
-            let record = FutureRecord::to(&self.topic)
-                .key(event.aggregate_id.as_bytes())
-                .payload(payload.as_slice())
-                .headers(headers);
-            self.producer.send(record, Duration::from_secs(30))
-        });
+        let traceparents: Vec<Option<String>> = events
+            .iter()
+            .map(|e| {
+                let trace_id = e.metadata.get("trace_id")?.as_str()?;
+                Some(commands::trace::traceparent(trace_id))
+            })
+            .collect();
+        let sends = events.iter().zip(&payloads).zip(&traceparents).map(
+            |((event, payload), traceparent)| {
+                let mut headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "event_type",
+                        value: Some(event.event_type.as_str()),
+                    })
+                    .insert(Header {
+                        key: "aggregate_type",
+                        value: Some(event.aggregate_type.as_str()),
+                    });
+                if let Some(traceparent) = traceparent {
+                    headers = headers.insert(Header {
+                        key: "traceparent",
+                        value: Some(traceparent.as_str()),
+                    });
+                }
+                let record = FutureRecord::to(&self.topic)
+                    .key(event.aggregate_id.as_bytes())
+                    .payload(payload.as_slice())
+                    .headers(headers);
+                self.producer.send(record, Duration::from_secs(30))
+            },
+        );
         for result in join_all(sends).await {
             result.map_err(|(e, _)| PublishError(e.to_string()))?;
         }
@@ -209,7 +224,14 @@ impl KafkaConsumer {
             };
             match message.payload().map(serde_json::from_slice::<StoredEvent>) {
                 Some(Ok(event)) => {
-                    if !handle_with_retry(handler.as_ref(), &event, &shutdown).await {
+                    let trace = message.headers().and_then(|headers| {
+                        headers
+                            .iter()
+                            .find(|h| h.key == "traceparent")
+                            .and_then(|h| std::str::from_utf8(h.value?).ok())
+                            .and_then(commands::trace::parse_traceparent)
+                    });
+                    if !handle_with_retry(handler.as_ref(), &event, trace, &shutdown).await {
                         return;
                     }
                 }

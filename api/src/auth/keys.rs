@@ -1,0 +1,260 @@
+//! API keys: `hrld_<prefix>_<secret>`, shown once, stored as an argon2 hash, revocable.
+//!
+//! Verifying argon2 costs tens of milliseconds by design, which would dominate every request; so a key that
+//! verified is remembered for a short while under the SHA-256 of the whole key (never the key itself). Revoking
+//! through this store forgets it at once; a revocation by another API process takes effect within [`CACHE_TTL`].
+
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{AuthError, Principal, Role};
+
+/// How long a verified key is trusted without asking Postgres again.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+
+const SCHEME: &str = "hrld_";
+
+/// Does this credential have the shape of a Herald API key (as opposed to a JWT)?
+pub fn looks_like_key(credential: &str) -> bool {
+    credential.starts_with(SCHEME)
+}
+
+/// A key as listed: everything but the secret.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct KeyInfo {
+    pub key_id: Uuid,
+    /// The public part every use of the key shows: `hrld_<prefix>`.
+    pub prefix: String,
+    pub name: String,
+    #[schema(value_type = Role)]
+    pub role: String,
+    pub projects: Vec<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A key just created: the only time the full key is available.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NewKey {
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    /// The key. Herald keeps only its hash: store it now.
+    pub key: String,
+}
+
+#[derive(Clone)]
+pub struct ApiKeys {
+    pool: PgPool,
+    verified: moka::future::Cache<[u8; 32], Principal>,
+}
+
+impl ApiKeys {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            verified: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(CACHE_TTL)
+                .support_invalidation_closures()
+                .build(),
+        }
+    }
+
+    /// Create a key. Producers need at least one project; other roles take none.
+    pub async fn create(
+        &self,
+        name: &str,
+        role: Role,
+        projects: &[Uuid],
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<NewKey, KeyError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 100 {
+            return Err(KeyError::Invalid(
+                "a key needs a name of 1 to 100 characters".into(),
+            ));
+        }
+        match (role, projects.is_empty()) {
+            (Role::Producer, true) => {
+                return Err(KeyError::Invalid(
+                    "a producer key needs the projects it may post webhooks for".into(),
+                ))
+            }
+            (Role::Producer, false) | (_, true) => {}
+            (_, false) => {
+                return Err(KeyError::Invalid(format!(
+                    "only producer keys are limited to projects; a {} key sees all of them",
+                    role.as_str()
+                )))
+            }
+        }
+        if expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Err(KeyError::Invalid("expires_at is in the past".into()));
+        }
+        let prefix = random_hex(4);
+        let secret = random_hex(24);
+        let key = format!("{SCHEME}{prefix}_{secret}");
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let hash = Argon2::default()
+            .hash_password(key.as_bytes(), &salt)
+            .map_err(|e| KeyError::Hash(e.to_string()))?
+            .to_string();
+        let info: KeyInfo = sqlx::query_as(
+            "INSERT INTO api_keys (key_id, prefix, name, role, projects, hash, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             RETURNING key_id, 'hrld_' || prefix AS prefix, name, role, projects, created_at, expires_at,
+                       revoked_at, last_used_at",
+        )
+        .bind(Uuid::new_v4())
+        .bind(&prefix)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(projects)
+        .bind(&hash)
+        .bind(expires_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(NewKey { info, key })
+    }
+
+    pub async fn list(&self) -> Result<Vec<KeyInfo>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT key_id, 'hrld_' || prefix AS prefix, name, role, projects, created_at, expires_at,
+                    revoked_at, last_used_at
+             FROM api_keys ORDER BY created_at, key_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Revoke a key; revoking a revoked key is a no-op. `None` when there is no such key.
+    pub async fn revoke(&self, key_id: Uuid) -> Result<Option<KeyInfo>, sqlx::Error> {
+        let info: Option<KeyInfo> = sqlx::query_as(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1
+             RETURNING key_id, 'hrld_' || prefix AS prefix, name, role, projects, created_at, expires_at,
+                       revoked_at, last_used_at",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(info) = &info {
+            let id = format!("key:{}", info.prefix);
+            // The cache is keyed by the key's hash, which we cannot compute from the id: drop the entries of this key.
+            if let Err(e) = self
+                .verified
+                .invalidate_entries_if(move |_, principal| principal.id == id)
+            {
+                tracing::warn!(error = %e, "could not forget a revoked key; it expires from the cache in 30 s");
+            }
+        }
+        Ok(info)
+    }
+
+    /// Is there any usable key? (A fresh install has none, and says how to make one.)
+    pub async fn any_active(&self) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL
+                            AND (expires_at IS NULL OR expires_at > now()))",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// The principal a presented key stands for.
+    pub async fn verify(&self, key: &str) -> Result<Principal, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        if let Some(principal) = self.verified.get(&digest).await {
+            return Ok(principal);
+        }
+        let prefix = key
+            .strip_prefix(SCHEME)
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(prefix, _)| prefix)
+            .ok_or(AuthError::Invalid)?;
+        let row: Option<StoredKey> = sqlx::query_as(
+            "SELECT hash, role, projects, expires_at, revoked_at FROM api_keys WHERE prefix = $1",
+        )
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(StoredKey {
+            hash,
+            role,
+            projects,
+            expires_at,
+            revoked_at,
+        }) = row
+        else {
+            return Err(AuthError::Invalid);
+        };
+        let parsed = PasswordHash::new(&hash).map_err(|_| AuthError::Invalid)?;
+        Argon2::default()
+            .verify_password(key.as_bytes(), &parsed)
+            .map_err(|_| AuthError::Invalid)?;
+        if revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Err(AuthError::Expired);
+        }
+        let role: Role = role.parse().map_err(|_| AuthError::Invalid)?;
+        let principal = Principal {
+            id: format!("key:{SCHEME}{prefix}"),
+            role,
+            projects,
+        };
+        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE prefix = $1")
+            .bind(prefix)
+            .execute(&self.pool)
+            .await?;
+        self.verified.insert(digest, principal.clone()).await;
+        Ok(principal)
+    }
+}
+
+/// A key's row, as verification needs it.
+#[derive(sqlx::FromRow)]
+struct StoredKey {
+    hash: String,
+    role: String,
+    projects: Vec<Uuid>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot hash the key: {0}")]
+    Hash(String),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0_u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_tokens_are_told_apart() {
+        assert!(looks_like_key("hrld_0a1b2c3d_ffff"));
+        assert!(!looks_like_key("eyJhbGciOiJIUzI1NiJ9.e30.sig"));
+    }
+}

@@ -1,0 +1,159 @@
+//! The one table that says who may call what. The guard enforces it, the OpenAPI document is checked against
+//! it, and the role × endpoint test walks it: a route is not served until it has a row here.
+
+use axum::http::Method;
+
+use super::Role;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: liveness, readiness, metrics, the API description.
+    Public,
+    /// Authenticated by the project's webhook signature; a producer key, when presented, must cover the project.
+    Webhook,
+    /// Projects, builds, subscriptions and analytics: readers, operators, admins.
+    Read,
+    /// The notification trail: auditors and admins.
+    Audit,
+    /// Running Herald (dead letters, rebuilds, dry runs, status, subscriptions): operators and admins.
+    Operate,
+    /// Projects, configuration and API keys: admins.
+    Admin,
+}
+
+impl Access {
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public => true,
+            Access::Webhook => matches!(role, Role::Admin | Role::Producer),
+            Access::Read => matches!(role, Role::Admin | Role::Operator | Role::Reader),
+            Access::Audit => matches!(role, Role::Admin | Role::Auditor),
+            Access::Operate => matches!(role, Role::Admin | Role::Operator),
+            Access::Admin => role == Role::Admin,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Access::Public => "call public endpoints",
+            Access::Webhook => "post webhooks",
+            Access::Read => "read projects and builds",
+            Access::Audit => "read the notification trail",
+            Access::Operate => "operate Herald",
+            Access::Admin => "administer Herald",
+        }
+    }
+}
+
+/// One route: method, axum path pattern, who may call it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn rule(method: &'static str, path: &'static str, access: Access) -> Rule {
+    Rule {
+        method,
+        path,
+        access,
+    }
+}
+
+use Access::*;
+
+/// Every route Herald serves.
+pub const POLICY: &[Rule] = &[
+    rule("GET", "/health", Public),
+    rule("GET", "/ready", Public),
+    rule("GET", "/metrics", Public),
+    rule("GET", "/api/v1/openapi.json", Public),
+    rule("GET", "/api/v1/docs", Public),
+    rule("GET", "/api/v1/docs/", Public),
+    rule("GET", "/api/v1/docs/{*rest}", Public),
+    rule("POST", "/api/v1/webhooks/{provider}/{project}", Webhook),
+    rule("GET", "/api/v1/projects", Read),
+    rule("POST", "/api/v1/projects", Admin),
+    rule("GET", "/api/v1/projects/{id}", Read),
+    rule("PATCH", "/api/v1/projects/{id}", Admin),
+    rule("DELETE", "/api/v1/projects/{id}", Admin),
+    rule("POST", "/api/v1/projects/{id}/secret", Admin),
+    rule("GET", "/api/v1/projects/{id}/builds", Read),
+    rule("GET", "/api/v1/projects/{id}/deliveries", Operate),
+    rule("GET", "/api/v1/subscriptions", Read),
+    rule("POST", "/api/v1/subscriptions", Operate),
+    rule("GET", "/api/v1/subscriptions/{id}", Read),
+    rule("DELETE", "/api/v1/subscriptions/{id}", Operate),
+    rule("GET", "/api/v1/audit", Audit),
+    rule("GET", "/api/v1/audit/builds/{*build_run_id}", Audit),
+    rule("GET", "/api/v1/audit/projects/{id}", Audit),
+    rule("GET", "/api/v1/audit/subscriptions/{id}", Audit),
+    rule("GET", "/api/v1/dlq", Operate),
+    rule("GET", "/api/v1/dlq/{id}", Operate),
+    rule("POST", "/api/v1/dlq/{id}/redrive", Operate),
+    rule("POST", "/api/v1/dlq/{id}/discard", Operate),
+    rule("GET", "/api/v1/operations/rebuilds", Operate),
+    rule("POST", "/api/v1/operations/rebuilds", Operate),
+    rule("POST", "/api/v1/operations/dry-run", Operate),
+    rule("GET", "/api/v1/operations/status", Operate),
+    rule("GET", "/api/v1/config", Admin),
+    rule("POST", "/api/v1/config", Admin),
+    rule("GET", "/api/v1/keys", Admin),
+    rule("POST", "/api/v1/keys", Admin),
+    rule("DELETE", "/api/v1/keys/{id}", Admin),
+];
+
+/// The access rule for a matched route, if the table has one.
+pub fn access(method: &Method, path: &str) -> Option<Access> {
+    // HEAD is answered by the GET handler, so it has GET's rule.
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    POLICY
+        .iter()
+        .find(|r| r.method == method && r.path == path)
+        .map(|r| r.access)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_one_rule() {
+        for (i, a) in POLICY.iter().enumerate() {
+            for b in &POLICY[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.path == b.path),
+                    "{} {} appears twice",
+                    a.method,
+                    a.path
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_admins_administer_and_auditors_only_audit() {
+        for role in Role::ALL {
+            assert_eq!(Admin.allows(role), role == Role::Admin);
+            assert_eq!(
+                Audit.allows(role),
+                matches!(role, Role::Admin | Role::Auditor)
+            );
+        }
+        assert!(!Read.allows(Role::Auditor));
+        assert!(!Operate.allows(Role::Auditor));
+        assert!(!Read.allows(Role::Producer));
+    }
+
+    #[test]
+    fn head_follows_get() {
+        assert_eq!(access(&Method::HEAD, "/health"), Some(Public));
+        assert_eq!(access(&Method::PUT, "/health"), None);
+    }
+}

@@ -1,0 +1,96 @@
+//! `/api/v1/keys`: admins create, list and revoke API keys. The key is in the creation answer and nowhere else.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use commands::CommandError;
+use domain::ProjectError;
+
+use crate::auth::keys::{KeyError, KeyInfo, NewKey};
+use crate::auth::Role;
+use crate::extract::{Json, PathId};
+use crate::{ApiError, AppState};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// What the key is for, to tell keys apart ("grafana", "jenkins-prod").
+    name: String,
+    role: Role,
+    /// Producer keys only: the projects whose webhooks the key may post.
+    #[serde(default)]
+    projects: Vec<Uuid>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Invalid(why) => ApiError::Invalid(why),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Every key, revoked ones included; never the secrets.
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
+    responses((status = 200, body = Vec<KeyInfo>)))]
+async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(state.auth.keys.list().await?))
+}
+
+/// Create a key. The answer holds the key once; Herald keeps only its hash.
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = NewKey), (status = 422, description = "invalid name, role or projects")))]
+async fn create(
+    State(state): State<AppState>,
+    Json(input): Json<CreateKey>,
+) -> Result<impl IntoResponse, ApiError> {
+    for project in &input.projects {
+        match state.commands.active_project(*project).await {
+            Ok(_) => {}
+            Err(CommandError::Project(ProjectError::NotFound | ProjectError::Archived)) => {
+                return Err(ApiError::Invalid(format!(
+                    "project {project} does not exist or is archived"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let key = state
+        .auth
+        .keys
+        .create(&input.name, input.role, &input.projects, input.expires_at)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(key)))
+}
+
+/// Revoke a key: it stops working at once on this API process, within seconds on the others.
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = KeyInfo), (status = 404, description = "no such key")))]
+async fn revoke(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<impl IntoResponse, ApiError> {
+    let info = state
+        .auth
+        .keys
+        .revoke(id)
+        .await?
+        .ok_or(ApiError::NotFound("key"))?;
+    Ok(axum::Json(info))
+}

@@ -1,0 +1,481 @@
+//! Herald's configuration: one typed document, read from defaults, then an optional TOML file
+//! (`--config`/`HERALD_CONFIG`), then the environment (`HERALD_<KEY>`, and `DATABASE_URL`), later sources
+//! winning. Everything is validated before anything starts, and each problem is named by the variable a user
+//! sets. Secrets may come from a file instead (`HERALD_TELEGRAM_BOT_TOKEN_FILE=/run/secrets/telegram`), as
+//! container orchestrators mount them; no secret is ever logged or printed (see [`Config::redacted`]).
+//!
+//! The keys are flat (`kafka_brokers`, not `[kafka] brokers`) so that a file key and its environment variable
+//! are the same word: `kafka_brokers` in the file, `HERALD_KAFKA_BROKERS` in the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use api::auth::jwt::JwtKeys;
+use api::limits::{LimitSettings, Rate};
+use api::HttpSettings;
+use chrono::{DateTime, Utc};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use workers::{KafkaConfig, TelegramConfig};
+
+use crate::ops::backup::{parse_interval, Schedule};
+use crate::{PoolSettings, Settings};
+
+/// Every setting, as a user writes it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Postgres, the source of truth (also read from `DATABASE_URL`).
+    pub database_url: String,
+    pub database_url_file: Option<PathBuf>,
+    /// Most connections this process opens to Postgres.
+    pub database_max_connections: u32,
+    /// Seconds to wait for a free connection before a request fails.
+    pub database_acquire_timeout_secs: u64,
+    /// Where the API (or a worker's health and metrics endpoint) listens.
+    pub listen: SocketAddr,
+    /// The URL users and CI systems reach Herald at (default: `http://<listen>`).
+    pub public_url: Option<String>,
+    /// Kafka bootstrap servers; empty: the in-process bus (all-in-one only).
+    pub kafka_brokers: Option<String>,
+    pub kafka_topic: String,
+    pub kafka_partitions: i32,
+    pub kafka_group_prefix: String,
+    pub telegram_api_url: String,
+    /// Without a token, notifications are planned and queued, not sent.
+    pub telegram_bot_token: Option<String>,
+    pub telegram_bot_token_file: Option<PathBuf>,
+    pub telegram_timeout_secs: u64,
+    pub delivery_max_attempts: u32,
+    pub backup_dir: Option<PathBuf>,
+    /// 90s, 15m, 6h, 1d.
+    pub backup_interval: String,
+    pub backup_keep: usize,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// HS256 secret for bearer JWTs (at least 32 bytes); unset: API keys only.
+    pub jwt_secret: Option<String>,
+    pub jwt_secret_file: Option<PathBuf>,
+    /// The secret being rotated out, accepted until `jwt_previous_secret_until`.
+    pub jwt_previous_secret: Option<String>,
+    pub jwt_previous_secret_file: Option<PathBuf>,
+    pub jwt_previous_secret_until: Option<DateTime<Utc>>,
+    /// How long the previous webhook secret keeps working after a rotation, in seconds.
+    pub webhook_secret_overlap_secs: u64,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub webhook_rate_limit_per_second: u32,
+    pub webhook_rate_limit_burst: u32,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+    pub request_timeout_secs: u64,
+    /// Browser origins allowed to call the API (comma-separated in the environment); empty: CORS off.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = LimitSettings::default();
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/herald".into(),
+            database_url_file: None,
+            database_max_connections: 20,
+            database_acquire_timeout_secs: 10,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            kafka_brokers: None,
+            kafka_topic: "herald.events".into(),
+            kafka_partitions: 6,
+            kafka_group_prefix: "herald".into(),
+            telegram_api_url: "https://api.telegram.org".into(),
+            telegram_bot_token: None,
+            telegram_bot_token_file: None,
+            telegram_timeout_secs: 10,
+            delivery_max_attempts: 5,
+            backup_dir: None,
+            backup_interval: "1d".into(),
+            backup_keep: 7,
+            log_format: "text".into(),
+            jwt_secret: None,
+            jwt_secret_file: None,
+            jwt_previous_secret: None,
+            jwt_previous_secret_file: None,
+            jwt_previous_secret_until: None,
+            webhook_secret_overlap_secs: commands::DEFAULT_SECRET_OVERLAP.as_secs(),
+            rate_limit_per_second: limits.api.per_second.get(),
+            rate_limit_burst: limits.api.burst.get(),
+            webhook_rate_limit_per_second: limits.webhooks.per_second.get(),
+            webhook_rate_limit_burst: limits.webhooks.burst.get(),
+            trust_forwarded_for: false,
+            request_timeout_secs: 30,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// What is wrong with the configuration, worded for the person who set it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Source(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(message.into())
+}
+
+impl Config {
+    /// Defaults, then `file` (when given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(invalid(format!(
+                    "the config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        Self::from_figment(
+            figment
+                .merge(
+                    Env::raw()
+                        .only(&["DATABASE_URL"])
+                        .map(|_| "database_url".into()),
+                )
+                .merge(
+                    Env::prefixed("HERALD_")
+                        .ignore(&["LOG", "CONFIG"])
+                        .map(|k| k.as_str().to_ascii_lowercase().into()),
+                ),
+        )
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Source(Box::new(e)))?;
+        config.read_secret_files()?;
+        Ok(config)
+    }
+
+    /// `*_file` settings name files holding the secret (trailing newline dropped); setting both is an error.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        fn read(
+            name: &str,
+            value: &mut Option<String>,
+            file: &Option<PathBuf>,
+        ) -> Result<(), ConfigError> {
+            let Some(file) = file else { return Ok(()) };
+            if value.is_some() {
+                return Err(invalid(format!(
+                    "set HERALD_{0} or HERALD_{0}_FILE, not both",
+                    name.to_ascii_uppercase()
+                )));
+            }
+            let content = std::fs::read_to_string(file).map_err(|e| {
+                invalid(format!(
+                    "cannot read HERALD_{}_FILE ({}): {e}",
+                    name.to_ascii_uppercase(),
+                    file.display()
+                ))
+            })?;
+            *value = Some(content.trim_end_matches(['\n', '\r']).to_owned());
+            Ok(())
+        }
+        read(
+            "telegram_bot_token",
+            &mut self.telegram_bot_token,
+            &self.telegram_bot_token_file,
+        )?;
+        read("jwt_secret", &mut self.jwt_secret, &self.jwt_secret_file)?;
+        read(
+            "jwt_previous_secret",
+            &mut self.jwt_previous_secret,
+            &self.jwt_previous_secret_file,
+        )?;
+        if let Some(file) = &self.database_url_file {
+            let content = std::fs::read_to_string(file).map_err(|e| {
+                invalid(format!(
+                    "cannot read HERALD_DATABASE_URL_FILE ({}): {e}",
+                    file.display()
+                ))
+            })?;
+            self.database_url = content.trim().to_owned();
+        }
+        Ok(())
+    }
+
+    /// Check every setting and turn them into what [`crate::start`] takes.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        if !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            return Err(invalid("DATABASE_URL must be a postgres:// URL"));
+        }
+        if self.database_max_connections == 0 {
+            return Err(invalid(
+                "HERALD_DATABASE_MAX_CONNECTIONS must be at least 1",
+            ));
+        }
+        let public_url = self
+            .public_url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| format!("http://{}", self.listen));
+        check_url("HERALD_PUBLIC_URL", &public_url)?;
+        check_url("HERALD_TELEGRAM_API_URL", &self.telegram_api_url)?;
+        if self.kafka_partitions < 1 {
+            return Err(invalid(format!(
+                "HERALD_KAFKA_PARTITIONS must be at least 1 (got {})",
+                self.kafka_partitions
+            )));
+        }
+        if self.delivery_max_attempts == 0 {
+            return Err(invalid("HERALD_DELIVERY_MAX_ATTEMPTS must be at least 1"));
+        }
+        let rate = |name: &str, per_second: u32, burst: u32| {
+            Rate::new(per_second, burst).ok_or_else(|| {
+                invalid(format!(
+                    "{name}_PER_SECOND and {name}_BURST must both be at least 1"
+                ))
+            })
+        };
+        let limits = LimitSettings {
+            api: rate(
+                "HERALD_RATE_LIMIT",
+                self.rate_limit_per_second,
+                self.rate_limit_burst,
+            )?,
+            webhooks: rate(
+                "HERALD_WEBHOOK_RATE_LIMIT",
+                self.webhook_rate_limit_per_second,
+                self.webhook_rate_limit_burst,
+            )?,
+            trust_forwarded_for: self.trust_forwarded_for,
+        };
+        let backups = match &self.backup_dir {
+            None => None,
+            Some(dir) => Some(Schedule {
+                dir: dir.clone(),
+                every: parse_interval(&self.backup_interval)
+                    .map_err(|e| invalid(format!("HERALD_BACKUP_INTERVAL: {e}")))?,
+                keep: self.backup_keep,
+            }),
+        };
+        if self.request_timeout_secs == 0 {
+            return Err(invalid("HERALD_REQUEST_TIMEOUT_SECS must be at least 1"));
+        }
+        for origin in &self.cors_origins {
+            check_url("HERALD_CORS_ORIGINS", origin)?;
+        }
+        Ok(Settings {
+            database_url: self.database_url.clone(),
+            pool: PoolSettings {
+                max_connections: self.database_max_connections,
+                acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
+            },
+            listen: self.listen,
+            public_url,
+            kafka: self
+                .kafka_brokers
+                .clone()
+                .filter(|b| !b.trim().is_empty())
+                .map(|brokers| KafkaConfig {
+                    brokers,
+                    topic: self.kafka_topic.clone(),
+                    partitions: self.kafka_partitions,
+                    group_prefix: self.kafka_group_prefix.clone(),
+                }),
+            telegram: self
+                .telegram_bot_token
+                .clone()
+                .filter(|t| !t.trim().is_empty())
+                .map(|bot_token| TelegramConfig {
+                    api_url: self.telegram_api_url.clone(),
+                    bot_token,
+                    timeout: Duration::from_secs(self.telegram_timeout_secs.max(1)),
+                }),
+            max_delivery_attempts: self.delivery_max_attempts,
+            backups,
+            jwt: self.jwt_keys()?,
+            webhook_secret_overlap: Duration::from_secs(self.webhook_secret_overlap_secs),
+            limits,
+            http: HttpSettings {
+                request_timeout: Duration::from_secs(self.request_timeout_secs),
+                cors_origins: self.cors_origins.clone(),
+            },
+        })
+    }
+
+    fn jwt_keys(&self) -> Result<JwtKeys, ConfigError> {
+        let strong = |name: &str, secret: &str| {
+            if secret.len() < 32 {
+                Err(invalid(format!("{name} must be at least 32 bytes long")))
+            } else {
+                Ok(())
+            }
+        };
+        let Some(current) = &self.jwt_secret else {
+            if self.jwt_previous_secret.is_some() {
+                return Err(invalid(
+                    "HERALD_JWT_PREVIOUS_SECRET is set without HERALD_JWT_SECRET",
+                ));
+            }
+            return Ok(JwtKeys::disabled());
+        };
+        strong("HERALD_JWT_SECRET", current)?;
+        let keys = JwtKeys::new(current);
+        match (&self.jwt_previous_secret, self.jwt_previous_secret_until) {
+            (None, None) => Ok(keys),
+            (Some(previous), Some(until)) => {
+                strong("HERALD_JWT_PREVIOUS_SECRET", previous)?;
+                Ok(keys.with_previous(previous, until))
+            }
+            (Some(_), None) => Err(invalid(
+                "HERALD_JWT_PREVIOUS_SECRET needs HERALD_JWT_PREVIOUS_SECRET_UNTIL (RFC 3339): when the old secret stops working",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "HERALD_JWT_PREVIOUS_SECRET_UNTIL is set without HERALD_JWT_PREVIOUS_SECRET",
+            )),
+        }
+    }
+
+    /// The configuration as JSON with every secret replaced by `"<redacted>"`, for `herald config check`.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        for key in ["telegram_bot_token", "jwt_secret", "jwt_previous_secret"] {
+            if value[key].is_string() {
+                value[key] = "<redacted>".into();
+            }
+        }
+        if let Some(url) = value["database_url"].as_str() {
+            value["database_url"] = redact_password(url).into();
+        }
+        value
+    }
+}
+
+/// A list, or (as environment variables give it) one comma-separated string.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(list) => list,
+        Either::Commas(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+fn check_url(name: &str, url: &str) -> Result<(), ConfigError> {
+    let ok =
+        (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len();
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{name} must be an http:// or https:// URL (got {url:?})"
+        )))
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Settings, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
+        Config::from_figment(figment)?.settings()
+    }
+
+    fn message(result: Result<Settings, ConfigError>) -> String {
+        match result {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_all_in_one() {
+        let settings = load("").unwrap();
+        assert!(settings.kafka.is_none());
+        assert_eq!(settings.public_url, "http://127.0.0.1:8080");
+        assert_eq!(settings.pool.max_connections, 20);
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        assert!(message(load("kafka_partitions = 0")).contains("HERALD_KAFKA_PARTITIONS"));
+        assert!(message(load("public_url = \"herald.example\"")).contains("HERALD_PUBLIC_URL"));
+        assert!(message(load("rate_limit_burst = 0")).contains("HERALD_RATE_LIMIT"));
+        assert!(message(load("jwt_secret = \"short\"")).contains("at least 32 bytes"));
+        assert!(
+            message(load("backup_dir = \"/b\"\nbackup_interval = \"often\""))
+                .contains("HERALD_BACKUP_INTERVAL")
+        );
+        assert!(message(load("listen = \"nowhere\"")).contains("listen"));
+        assert!(message(load("no_such_setting = 1")).contains("no_such_setting"));
+        assert!(message(load(
+            "jwt_secret = \"0123456789abcdef0123456789abcdef\"\njwt_previous_secret = \"fedcba9876543210fedcba9876543210\""
+        ))
+        .contains("HERALD_JWT_PREVIOUS_SECRET_UNTIL"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_from_both() {
+        let dir = std::env::temp_dir().join(format!("herald-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "123:from-file\n").unwrap();
+        let toml = format!("telegram_bot_token_file = {:?}", file.display().to_string());
+        let settings = load(&toml).unwrap();
+        assert_eq!(settings.telegram.unwrap().bot_token, "123:from-file");
+        let both = format!("{toml}\ntelegram_bot_token = \"x\"");
+        assert!(message(load(&both)).contains("not both"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn redaction_hides_every_secret() {
+        let config = Config {
+            database_url: "postgres://herald:hunter2@db/herald".into(),
+            telegram_bot_token: Some("123:secret".into()),
+            jwt_secret: Some("s".repeat(40)),
+            ..Config::default()
+        };
+        let shown = config.redacted().to_string();
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("123:secret"));
+        assert!(!shown.contains(&"s".repeat(40)));
+        assert!(shown.contains("postgres://herald:<redacted>@db/herald"));
+    }
+}
