@@ -49,6 +49,10 @@ pub struct Config {
     pub telegram_bot_token_file: Option<PathBuf>,
     pub telegram_timeout_secs: u64,
     pub delivery_max_attempts: u32,
+    /// Consecutive provider outages (timeouts, 5xx) that open the delivery circuit breaker.
+    pub delivery_breaker_threshold: u32,
+    /// Seconds the breaker stays open before one attempt is let through.
+    pub delivery_breaker_cooldown_secs: u64,
     pub backup_dir: Option<PathBuf>,
     /// 90s, 15m, 6h, 1d.
     pub backup_interval: String,
@@ -95,6 +99,8 @@ impl Default for Config {
             telegram_bot_token_file: None,
             telegram_timeout_secs: 10,
             delivery_max_attempts: 5,
+            delivery_breaker_threshold: 5,
+            delivery_breaker_cooldown_secs: 30,
             backup_dir: None,
             backup_interval: "1d".into(),
             backup_keep: 7,
@@ -240,6 +246,11 @@ impl Config {
         if self.delivery_max_attempts == 0 {
             return Err(invalid("HERALD_DELIVERY_MAX_ATTEMPTS must be at least 1"));
         }
+        if self.delivery_breaker_threshold == 0 {
+            return Err(invalid(
+                "HERALD_DELIVERY_BREAKER_THRESHOLD must be at least 1",
+            ));
+        }
         let rate = |name: &str, per_second: u32, burst: u32| {
             Rate::new(per_second, burst).ok_or_else(|| {
                 invalid(format!(
@@ -310,6 +321,10 @@ impl Config {
             http: HttpSettings {
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
                 cors_origins: self.cors_origins.clone(),
+            },
+            breaker: workers::breaker::BreakerSettings {
+                threshold: self.delivery_breaker_threshold,
+                cooldown: Duration::from_secs(self.delivery_breaker_cooldown_secs),
             },
         })
     }

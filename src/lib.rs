@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use workers::breaker::{Breaker, BreakerSettings};
 use workers::{
     run_consumer, DeliveryEnqueuer, DeliveryWorker, EventHandler, InProcessBus, KafkaConfig,
     KafkaPublisher, Planner, ProjectionHandler, Publisher, Relay, Stream, TelegramClient,
@@ -42,6 +43,8 @@ pub struct Settings {
     pub webhook_secret_overlap: Duration,
     pub limits: api::limits::LimitSettings,
     pub http: api::HttpSettings,
+    /// When the delivery worker stops calling a provider that is down.
+    pub breaker: BreakerSettings,
 }
 
 impl Settings {
@@ -60,6 +63,7 @@ impl Settings {
             webhook_secret_overlap: commands::DEFAULT_SECRET_OVERLAP,
             limits: api::limits::LimitSettings::default(),
             http: api::HttpSettings::default(),
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -264,6 +268,7 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
     };
 
     let mut handlers: Vec<Arc<dyn EventHandler>> = Vec::new();
+    let mut breakers: Vec<Arc<Breaker>> = Vec::new();
     if roles.contains(&Role::Projections) {
         handlers.push(Arc::new(ProjectionHandler(projections::Projector::all(
             pool.clone(),
@@ -278,7 +283,10 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         match &settings.telegram {
             Some(config) => {
                 let client = TelegramClient::new(config.clone()).context("cannot build the HTTP client")?;
-                let worker = DeliveryWorker::new(commands.clone(), client, settings.max_delivery_attempts, wake);
+                let breaker = Arc::new(Breaker::new("telegram", settings.breaker));
+                breakers.push(breaker.clone());
+                let worker = DeliveryWorker::new(commands.clone(), client, settings.max_delivery_attempts, wake)
+                    .with_breaker(breaker);
                 tasks.push(("delivery", tokio::spawn(worker.run(shutdown.clone()))));
             }
             None => tracing::warn!(
@@ -338,6 +346,15 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         .with_metrics(metrics.clone());
         if let Some(kafka) = &settings.kafka {
             state = state.with_stream_status(Arc::new(KafkaStatus(kafka.clone())));
+        }
+        if !breakers.is_empty() {
+            let breakers = breakers.clone();
+            state = state.with_breakers(Arc::new(move || {
+                breakers
+                    .iter()
+                    .map(|b| serde_json::to_value(b.view()).unwrap_or_default())
+                    .collect()
+            }));
         }
         if !state.auth.keys.any_active().await? {
             tracing::warn!("no API key exists yet: create one with `herald keys create --role admin --name <name>`");

@@ -245,8 +245,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
-    let settings = config.settings()?;
+async fn run(cli: Cli, settings: herald::Settings) -> anyhow::Result<()> {
     let roles: Vec<Role> = match cli.command {
         Command::Healthcheck { url } => return herald::ops::healthcheck::check(&url).await,
         Command::Token {
@@ -518,25 +517,24 @@ async fn main() -> ExitCode {
         }
     };
     init_tracing(&config.log_format);
+    let settings = match config.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Command::Config {
         action: ConfigAction::Check,
     } = &cli.command
     {
-        return match config.settings() {
-            Ok(_) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&config.redacted()).unwrap_or_default()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("herald: {e}");
-                ExitCode::from(2)
-            }
-        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&config.redacted()).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
     }
-    match run(cli, config).await {
+    match run(cli, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herald: {e:#}");

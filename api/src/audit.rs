@@ -13,14 +13,25 @@ use utoipa_axum::routes;
 use crate::extract::{PathId, Query};
 use crate::{ApiError, AppState};
 
-// `routes!` registers each handler at its `#[utoipa::path]` path verbatim (utoipa-axum 0.2 and axum 0.8 share
-// the `{name}` syntax), so the catch-all `{*build_run_id}` routes as before: build run ids contain `/`.
+/// Where a build's trail is served: a catch-all, because build run ids contain `/` when repositories do.
+const BUILD_ROUTE: &str = "/api/v1/audit/builds/{*build_run_id}";
+/// The same path in the OpenAPI document, which has no catch-all segments: clients percent-encode the id, `/`
+/// included, and the catch-all takes it encoded or not.
+const BUILD_DOCUMENTED: &str = "/api/v1/audit/builds/{build_run_id}";
+
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    // `routes!` routes each handler at its `#[utoipa::path]` path as written (utoipa-axum 0.2 and axum 0.8 share
+    // the `{name}` syntax), so `build` is served at the catch-all; only its entry in the document is renamed.
+    let mut router = OpenApiRouter::new()
         .routes(routes!(range))
         .routes(routes!(build))
         .routes(routes!(project))
-        .routes(routes!(subscription))
+        .routes(routes!(subscription));
+    let paths = &mut router.get_openapi_mut().paths.paths;
+    if let Some(item) = paths.remove(BUILD_ROUTE) {
+        paths.insert(BUILD_DOCUMENTED.to_owned(), item);
+    }
+    router
 }
 
 /// How the trail is answered.
@@ -76,10 +87,9 @@ fn answer(entries: Vec<TrailEntry>, format: Format) -> Result<Response, ApiError
     operation_id = "audit_build",
     security(("bearer" = []), ("api_key" = [])),
     params(
-        ("*build_run_id" = String, Path,
+        ("build_run_id" = String, Path,
             description = "The build run's id (`<project>:<provider>:<repository>:<run>:<attempt>`). It contains \
-                           `/` when the repository does: the route takes the rest of the path, so send it as it \
-                           is or percent-encoded."),
+                           `/` when the repository does; percent-encoded or not, the rest of the path is the id."),
         ("format" = inline(Option<Format>), Query, description = "`json` (the default) or `ndjson`")),
     responses(
         (status = 200, description = "the trail, as JSON or as NDJSON (one `TrailEntry` per line)",
@@ -183,4 +193,18 @@ async fn range(
         audit::trail(&state.pool, &Scope::Range { from, to }).await?,
         params.format,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{router, BUILD_DOCUMENTED, BUILD_ROUTE};
+
+    #[test]
+    fn the_catch_all_is_documented_as_a_plain_path_parameter() {
+        let spec = router().into_openapi();
+        let item = &spec.paths.paths[BUILD_DOCUMENTED];
+        assert!(!spec.paths.paths.contains_key(BUILD_ROUTE));
+        let parameters = item.get.as_ref().unwrap().parameters.as_ref().unwrap();
+        assert!(parameters.iter().any(|p| p.name == "build_run_id"));
+    }
 }

@@ -66,7 +66,12 @@ pub struct AppState {
     /// This process's counters and histograms, rendered by `/metrics`.
     pub metrics: Option<PrometheusHandle>,
     pub http: HttpSettings,
+    /// The delivery circuit breakers running in this process, for the status answer.
+    pub breakers: Option<BreakerViews>,
 }
+
+/// Reads the circuit breakers of delivery workers in this process.
+pub type BreakerViews = Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>;
 
 /// How callers prove who they are.
 #[derive(Clone)]
@@ -117,7 +122,13 @@ impl AppState {
             limits: Limits::new(&LimitSettings::default()),
             metrics: None,
             http: HttpSettings::default(),
+            breakers: None,
         }
+    }
+
+    pub fn with_breakers(mut self, breakers: BreakerViews) -> Self {
+        self.breakers = Some(breakers);
+        self
     }
 
     /// Accept bearer JWTs signed with these secrets.

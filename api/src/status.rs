@@ -24,7 +24,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 // Fields in alphabetical order, here and in `StreamReport`: the order the answer had when built with `json!`.
 #[derive(Serialize, ToSchema)]
 struct OperationsStatus {
-    /// Reserved for the delivery circuit breakers; always empty for now.
+    /// The delivery circuit breakers of this process (all-in-one); a separate delivery worker exports its own
+    /// as `herald_circuit_breaker_open` on its `/metrics`.
     circuit_breakers: Vec<serde_json::Value>,
     database: DatabaseStatus,
     stream: StreamReport,
@@ -91,7 +92,7 @@ async fn status(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
         },
     };
     Ok(axum::Json(OperationsStatus {
-        circuit_breakers: Vec::new(),
+        circuit_breakers: state.breakers.as_ref().map(|b| b()).unwrap_or_default(),
         database,
         stream,
     }))

@@ -250,3 +250,60 @@ fn configuration_errors_are_named_before_anything_starts() {
     assert!(shown.contains("\"telegram_bot_token\": \"<redacted>\""));
     assert!(!shown.contains("hunter2") && !shown.contains("very-secret"));
 }
+
+#[tokio::test]
+async fn a_provider_outage_opens_the_breaker_instead_of_burning_every_attempt() {
+    let app = spawn_app_configured(Bus::InProcess, &Role::ALL, |s| {
+        s.breaker = workers::breaker::BreakerSettings {
+            threshold: 2,
+            cooldown: Duration::from_secs(600),
+        };
+    })
+    .await;
+    app.telegram
+        .script([Reply::ServerError, Reply::ServerError, Reply::ServerError]);
+    let project = app.create_project("outage").await;
+    for chat in [501, 502, 503] {
+        app.subscribe(project.id, chat, None).await;
+    }
+    let response = app
+        .post_github(
+            &project,
+            "workflow_run",
+            &fixture("workflow_run/completed.payload.json"),
+            "outage-1",
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    wait_until("the breaker opens", Duration::from_secs(20), || async {
+        let status: Value = app
+            .get("/api/v1/operations/status")
+            .await
+            .json()
+            .await
+            .unwrap();
+        status["circuit_breakers"][0]["open"] == true
+    })
+    .await;
+    // Two attempts failed and opened it; the third notification was not even tried.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.telegram.calls().len(), 2);
+    let dead: i64 = app
+        .count("SELECT count(*) FROM notifications WHERE status = 'dead_lettered'")
+        .await;
+    assert_eq!(dead, 0);
+    let metrics = app
+        .anonymous
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("herald_circuit_breaker_open{channel=\"telegram\"} 1"),
+        "{metrics}"
+    );
+    app.finish().await;
+}

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::breaker::{Breaker, BreakerSettings};
 use crate::consumer::{EventHandler, HandlerError};
 use crate::telegram::TelegramClient;
 
@@ -84,6 +85,8 @@ pub enum DeliveryOutcome {
     DeadLettered,
     /// The notification was already settled (a redelivered event re-queued it).
     AlreadySettled,
+    /// The channel's circuit breaker is open: nothing is claimed for this long.
+    Paused(Duration),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,7 @@ pub struct DeliveryWorker {
     telegram: TelegramClient,
     max_attempts: u32,
     wake: Arc<Notify>,
+    breaker: Arc<Breaker>,
 }
 
 impl DeliveryWorker {
@@ -115,11 +119,21 @@ impl DeliveryWorker {
             telegram,
             max_attempts,
             wake,
+            breaker: Arc::new(Breaker::new("telegram", BreakerSettings::default())),
         }
+    }
+
+    /// Share `breaker` (so its state can be shown) instead of the worker's own.
+    pub fn with_breaker(mut self, breaker: Arc<Breaker>) -> Self {
+        self.breaker = breaker;
+        self
     }
 
     /// Claim the next due notification, attempt it once, record the outcome.
     pub async fn try_deliver_next(&self) -> Result<DeliveryOutcome, DeliveryError> {
+        if let Err(wait) = self.breaker.allow() {
+            return Ok(DeliveryOutcome::Paused(wait));
+        }
         let mut tx = self.pool.begin().await?;
         let claimed: Option<(Uuid, Option<String>)> = sqlx::query_as(
             "SELECT notification_id, trace_id FROM delivery_queue WHERE next_attempt_at <= now()
@@ -211,12 +225,20 @@ impl DeliveryWorker {
             .send_message(chat_id.get(), &notification.text)
             .await
         {
-            Ok(message_id) => NotificationCommand::RecordDelivered {
-                attempt,
-                provider_message_id: Some(message_id.to_string()),
-                at: Utc::now(),
-            },
+            Ok(message_id) => {
+                self.breaker.record_success();
+                NotificationCommand::RecordDelivered {
+                    attempt,
+                    provider_message_id: Some(message_id.to_string()),
+                    at: Utc::now(),
+                }
+            }
             Err(failure) => {
+                if failure.code.is_none_or(|code| code >= 500) {
+                    self.breaker.record_outage();
+                } else {
+                    self.breaker.record_success();
+                }
                 tracing::warn!(notification = id, attempt, code = ?failure.code, error = %failure.description, "telegram refused");
                 NotificationCommand::RecordFailure {
                     attempt,
@@ -251,15 +273,17 @@ impl DeliveryWorker {
                 _ = shutdown.cancelled() => return,
                 o = self.try_deliver_next() => o,
             };
+            let mut wait = poll;
             match outcome {
                 Ok(DeliveryOutcome::Idle) => {}
+                Ok(DeliveryOutcome::Paused(for_)) => wait = for_.min(poll),
                 Ok(_) => continue,
                 Err(e) => tracing::warn!(error = %e, "delivery turn failed"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -275,7 +299,9 @@ fn record_metrics(outcome: DeliveryOutcome) {
             "failed"
         }
         DeliveryOutcome::DeadLettered => "dead_lettered",
-        DeliveryOutcome::Idle | DeliveryOutcome::AlreadySettled => return,
+        DeliveryOutcome::Idle | DeliveryOutcome::AlreadySettled | DeliveryOutcome::Paused(_) => {
+            return
+        }
     };
     metrics::counter!("herald_deliveries_total", "channel" => "telegram", "outcome" => label)
         .increment(1);

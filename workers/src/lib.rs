@@ -5,6 +5,7 @@
 //! between publishing and clearing its outbox rows, a consumer that died before committing its offset), and
 //! nothing here may do anything twice because of it.
 
+pub mod breaker;
 mod bus;
 mod consumer;
 mod delivery;
