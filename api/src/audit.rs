@@ -176,7 +176,8 @@ async fn subscription(
     responses(
         (status = 200, description = "the trail, as JSON or as NDJSON (one `TrailEntry` per line)",
             content((Trail = "application/json"), (TrailEntry = "application/x-ndjson"))),
-        (status = 422, description = "`from` or `to` missing or invalid, `to` not after `from`, or an invalid `format`")))]
+        (status = 422, description = "`from` or `to` missing or invalid, `to` not after `from`, or an invalid \
+                                      `format`")))]
 async fn range(
     State(state): State<AppState>,
     Query(params): Query<Params>,

@@ -32,14 +32,14 @@ struct Ready {
 }
 
 /// Liveness: the process answers. Public.
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "health", operation_id = "health", responses((status = 200, description = "the process answers", body = Health)))]
 async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// Readiness: Postgres (and Kafka, when configured) answer. Public.
 #[utoipa::path(get, path = "/ready", tag = "health",
-    responses((status = 200, body = Ready), (status = 503, description = "a dependency does not answer")))]
+    operation_id = "ready", responses((status = 200, description = "every dependency answers", body = Ready), (status = 503, description = "a dependency does not answer")))]
 async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     sqlx::query("SELECT 1")
         .execute(&state.pool)

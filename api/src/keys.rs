@@ -45,16 +45,19 @@ impl From<KeyError> for ApiError {
     }
 }
 
-/// Every key, revoked ones included; never the secrets.
-#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
-    responses((status = 200, body = Vec<KeyInfo>)))]
+/// Every API key, revoked ones included, never the secrets. Admin.
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", operation_id = "list_keys",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "every key", body = Vec<KeyInfo>)))]
 async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(state.auth.keys.list().await?))
 }
 
-/// Create a key. The answer holds the key once; Herald keeps only its hash.
-#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, body = NewKey), (status = 422, description = "invalid name, role or projects")))]
+/// Create an API key; the answer holds the key once, Herald keeps only its hash. Admin.
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", operation_id = "create_key", request_body = CreateKey,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 201, description = "the key, shown this once", body = NewKey),
+        (status = 422, description = "invalid name, role or projects")))]
 async fn create(
     State(state): State<AppState>,
     Json(input): Json<CreateKey>,
@@ -78,10 +81,11 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(key)))
 }
 
-/// Revoke a key: it stops working at once on this API process, within seconds on the others.
-#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, body = KeyInfo), (status = 404, description = "no such key")))]
+/// Revoke an API key: at once on this API process, within 30 s on the others. Admin.
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", operation_id = "revoke_key",
+    params(("id" = Uuid, Path, description = "the key's id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "the revoked key", body = KeyInfo), (status = 404, description = "no such key")))]
 async fn revoke(
     State(state): State<AppState>,
     PathId(id): PathId,

@@ -207,7 +207,8 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
 /// The API: every route behind the guard (authentication, the role policy, rate limits), every answer with a
 /// trace id, every failure (panics included) as problem+json.
 pub fn router(state: AppState) -> Router {
-    let (routes, spec) = routes().split_for_parts();
+    let (routes, mut spec) = routes().split_for_parts();
+    openapi::add_common_responses(&mut spec);
     let cors = cors(&state.http.cors_origins);
     let timeout = state.http.request_timeout;
     routes
@@ -237,7 +238,9 @@ pub fn router(state: AppState) -> Router {
 
 /// The OpenAPI document of every route (also served at `/api/v1/openapi.json`).
 pub fn spec() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    let mut spec = routes().split_for_parts().1;
+    openapi::add_common_responses(&mut spec);
+    spec
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -44,6 +44,68 @@ pub fn base() -> OpenApi {
     spec
 }
 
+/// An RFC 7807 problem, as every error is answered.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // described, never built: errors are built by `ApiError`.
+pub struct Problem {
+    /// `urn:herald:problem:<slug>`: stable, for programs.
+    r#type: String,
+    title: String,
+    status: u16,
+    /// What was wrong, for people.
+    detail: String,
+    /// The request's trace id: the same id its log lines carry.
+    trace_id: String,
+}
+
+/// The answers the guard and the middleware give on any route, added to every operation: 429 everywhere,
+/// 401 and 403 where credentials are needed, and the problem schema for all of them.
+pub fn add_common_responses(spec: &mut OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    use utoipa::{PartialSchema, ToSchema};
+    let components = spec.components.get_or_insert_with(Default::default);
+    components
+        .schemas
+        .insert(Problem::name().into_owned(), Problem::schema());
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in spec.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            if secured {
+                responses
+                    .entry("401".into())
+                    .or_insert_with(|| problem("no or invalid credentials"));
+                responses
+                    .entry("403".into())
+                    .or_insert_with(|| problem("the caller's role may not do this"));
+            }
+            responses
+                .entry("429".into())
+                .or_insert_with(|| problem("rate limit exceeded; see Retry-After"));
+        }
+    }
+}
+
 /// `/api/v1/openapi.json` and the docs UI.
 pub fn router(spec: OpenApi) -> Router<AppState> {
     Router::new().merge(SwaggerUi::new(DOCS_PATH).url(SPEC_PATH, spec))

@@ -41,8 +41,9 @@ async fn export_config(State(state): State<AppState>) -> Result<impl IntoRespons
 
 /// Import a configuration document. Admin only.
 ///
-/// Creates the projects and subscriptions it has that this Herald lacks. Idempotent: what exists already is counted, not changed. Projects that come without a webhook secret get a
-/// new one, listed in the answer once. The whole document is checked before the first change.
+/// Creates the projects and subscriptions it has that this Herald lacks. Idempotent: what exists already is
+/// counted, not changed. Projects that come without a webhook secret get a new one, listed in the answer once.
+/// The whole document is checked before the first change.
 #[utoipa::path(post, path = "/api/v1/config", tag = "config",
     operation_id = "import_config",
     security(("bearer" = []), ("api_key" = [])),
@@ -54,7 +55,8 @@ async fn export_config(State(state): State<AppState>) -> Result<impl IntoRespons
         (status = 409, description = "concurrent changes; retry"),
         (status = 410, description = "a subscription's project is archived in Herald"),
         (status = 415, description = "the body is not `application/json`"),
-        (status = 422, description = "not a Herald configuration document (format, version, names, chat ids, outcomes), or unknown fields")))]
+        (status = 422, description = "not a Herald configuration document (format, version, names, chat ids, \
+                                      outcomes), or unknown fields")))]
 async fn import_config(
     State(state): State<AppState>,
     Json(document): Json<ConfigDocument>,
@@ -191,7 +193,8 @@ struct RebuildInput {
         (status = 400, description = "malformed JSON"),
         (status = 409, description = "this rebuild is already running"),
         (status = 415, description = "the body is not `application/json`"),
-        (status = 422, description = "an unknown target, an invalid snapshot name, a snapshot of one read model, or unknown fields")))]
+        (status = 422, description = "an unknown target, an invalid snapshot name, a snapshot of one read \
+                                      model, or unknown fields")))]
 async fn start(
     State(state): State<AppState>,
     Json(input): Json<RebuildInput>,

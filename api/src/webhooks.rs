@@ -73,11 +73,13 @@ fn query_token(query: Option<&str>) -> Option<String> {
 
 /// Receive a CI webhook. Signature-authenticated; producer keys only for their own projects.
 ///
-/// The delivery is authenticated, normalized and recorded; the answer comes after the commit. Authenticated by the project's webhook secret, as each provider signs: GitHub `X-Hub-Signature-256`,
-/// GitLab `X-Gitlab-Token`, Jenkins `X-Herald-Token` (or `?token=`), CircleCI `circleci-signature`, generic
-/// `X-Herald-Signature-256` or `X-Herald-Token`. An API key or token is optional; when one is presented it must
-/// be an admin's, or a producer's whose projects include this one. Every delivery to a known project, refused
-/// or not, is listed in the project's delivery log.
+/// The delivery is authenticated, normalized and recorded; the answer comes after the commit. It is
+/// authenticated by the project's webhook secret (the current one, or the previous one inside the rotation
+/// overlap), as each provider signs: GitHub `X-Hub-Signature-256`, GitLab `X-Gitlab-Token`, Jenkins
+/// `X-Herald-Token` (or `?token=`), CircleCI `circleci-signature`, generic `X-Herald-Signature-256` or
+/// `X-Herald-Token`. An API key or token is optional; when one is presented it must be an admin's, or a
+/// producer's whose projects include this one. Every delivery to a known project, refused or not, is listed in
+/// the project's delivery log.
 #[utoipa::path(post, path = "/api/v1/webhooks/{provider}/{project}", tag = "webhooks",
     operation_id = "receive_webhook",
     security((), ("bearer" = []), ("api_key" = [])),
@@ -100,7 +102,8 @@ fn query_token(query: Option<&str>) -> Option<String> {
         (status = 409, description = "concurrent changes to the build run; retry"),
         (status = 410, description = "the project is archived"),
         (status = 413, description = "the body is over 5 MiB"),
-        (status = 422, description = "an event that contradicts the build run (a completed run without an outcome, another run's event)"),
+        (status = 422, description = "an event that contradicts the build run (a completed run without an \
+                                      outcome, another run's event)"),
         (status = 503, description = "the build history needed to judge the build is unavailable")))]
 async fn receive(
     State(state): State<AppState>,

@@ -85,6 +85,7 @@ async fn metrics_count_requests_events_and_deliveries_after_traffic() {
         "herald_outbox_depth",
         "herald_dead_letters",
         "herald_delivery_queue_depth",
+        "herald_cache_requests_total{cache=\"api_keys\",result=\"hit\"}",
     ] {
         assert!(text.contains(needle), "{needle} missing from /metrics:\n{text}");
     }

@@ -174,8 +174,12 @@ impl ApiKeys {
     pub async fn verify(&self, key: &str) -> Result<Principal, AuthError> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         if let Some(principal) = self.verified.get(&digest).await {
+            metrics::counter!("herald_cache_requests_total", "cache" => "api_keys", "result" => "hit")
+                .increment(1);
             return Ok(principal);
         }
+        metrics::counter!("herald_cache_requests_total", "cache" => "api_keys", "result" => "miss")
+            .increment(1);
         let prefix = key
             .strip_prefix(SCHEME)
             .and_then(|rest| rest.split_once('_'))
