@@ -226,11 +226,7 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal(
-                "a handler panicked".into(),
-            ))
-        }))
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(cors)
         .layer(axum::middleware::from_fn(telemetry::trace))
         .with_state(state)
@@ -241,6 +237,17 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     let mut spec = routes().split_for_parts().1;
     openapi::add_common_responses(&mut spec);
     spec
+}
+
+/// A handler panicked: log what it said, answer a plain 500 that says nothing about it.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a handler panicked");
+    axum::response::IntoResponse::into_response(ApiError::Internal("a handler panicked".into()))
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -261,4 +268,42 @@ fn cors(origins: &[String]) -> CorsLayer {
             axum::http::header::AUTHORIZATION,
             axum::http::header::CONTENT_TYPE,
         ])
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_is_a_plain_500_problem_that_leaks_nothing() {
+        let app = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("database password is hunter2");
+                    }
+                }),
+            )
+            .layer(CatchPanicLayer::custom(panicked));
+        let response = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("internal error"));
+        assert!(!text.contains("hunter2"));
+    }
 }
