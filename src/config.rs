@@ -137,7 +137,14 @@ fn invalid(message: impl Into<String>) -> ConfigError {
 
 impl Config {
     /// Defaults, then `file` (when given), then the environment.
+    ///
+    /// Only `HERALD_` variables that name a setting are read: the environment holds other `HERALD_` variables
+    /// (`HERALD_LOG`, `HERALD_CONFIG`, a test harness's own). The file, written for Herald alone, is strict.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let known: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.is_file() {
@@ -157,8 +164,8 @@ impl Config {
                 )
                 .merge(
                     Env::prefixed("HERALD_")
-                        .ignore(&["LOG", "CONFIG"])
-                        .map(|k| k.as_str().to_ascii_lowercase().into()),
+                        .map(|k| k.as_str().to_ascii_lowercase().into())
+                        .filter(move |k| known.iter().any(|name| name == k.as_str())),
                 ),
         )
     }

@@ -51,7 +51,7 @@ async fn one_trace_id_spans_the_webhook_the_stream_and_the_delivery() {
     .unwrap();
     assert!(traces
         .iter()
-        .any(|(t, e, _)| t == "Notification" && e == "NotificationDelivered"));
+        .any(|(t, e, _)| t == "Notification" && e == "Delivered"));
     for (aggregate, event, trace) in &traces {
         assert_eq!(trace.as_deref(), Some(TRACE_ID), "{aggregate}/{event}");
     }
@@ -124,7 +124,8 @@ async fn every_problem_carries_the_trace_id_of_its_request() {
     app.finish().await;
 }
 
-#[tokio::test]
+// Multi-threaded: the `herald healthcheck` child is waited for synchronously while this runtime serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_answers_health_and_metrics_only() {
     let database = fresh_database().await;
     let telegram = FakeTelegram::start().await;
