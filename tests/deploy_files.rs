@@ -2,8 +2,9 @@
 //! check, the `Dockerfile` ships a small non-root image, the CI workflow runs the README's test command and
 //! builds and audits the image, and the Prometheus alerts only use metrics Herald exposes.
 //!
-//! The files are parsed as their tools would parse them, and every `herald …` command line in them is checked
-//! against the `herald` binary itself (its `--help`), so a renamed subcommand breaks this test, not a deployment.
+//! The files are parsed as their tools would parse them, and every `herald …` command line and every service's
+//! environment in them is checked against the `herald` binary itself (`--help`, `herald config check`), so a
+//! renamed subcommand or setting breaks this test, not a deployment.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -11,11 +12,9 @@ use std::process::{Command, Output};
 
 use serde_norway::Value;
 
-/// The metric names Herald exposes on `/metrics`, as documented for operators.
-///
-/// TODO: once docs/operations.md lists the metrics under a "Metrics" heading, read the names from there instead
-/// of repeating them here, so that the alerts are checked against the documentation itself.
-const DOCUMENTED_METRICS: &[&str] = &[
+/// The metrics Herald's processes expose and the alert rules were written for. Each must also be in the operators'
+/// documentation, whose list ([`documented_metrics`]) is what the alert rules are checked against.
+const PROMISED_METRICS: &[&str] = &[
     "herald_http_requests_total",
     "herald_http_request_duration_seconds",
     "herald_events_appended_total",
@@ -92,30 +91,60 @@ fn string_list(value: &Value, what: &str) -> Vec<String> {
         .collect()
 }
 
-/// Compose `environment:` as a map, whether written as a mapping or as a list of `KEY=value`.
-fn environment(service: &Value) -> BTreeMap<String, String> {
+/// Compose `environment:` as a map, whether written as a mapping or as a list of `KEY=value`. A variable
+/// without a value (`KEY:` or `- KEY`) is passed through from where compose runs: `None` here.
+fn environment(service: &Value) -> BTreeMap<String, Option<String>> {
     let mut env = BTreeMap::new();
     match get(service, "environment") {
         Some(Value::Mapping(m)) => {
             for (k, v) in m {
                 let value = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    _ => String::new(),
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Bool(b) => Some(b.to_string()),
+                    _ => None,
                 };
                 env.insert(k.as_str().unwrap_or_default().to_string(), value);
             }
         }
         Some(Value::Sequence(items)) => {
             for item in items.iter().filter_map(Value::as_str) {
-                let (k, v) = item.split_once('=').unwrap_or((item, ""));
-                env.insert(k.to_string(), v.to_string());
+                match item.split_once('=') {
+                    Some((k, v)) => env.insert(k.to_string(), Some(v.to_string())),
+                    None => env.insert(item.to_string(), None),
+                };
             }
         }
         _ => {}
     }
     env
+}
+
+/// Compose's interpolation of `${NAME:-default}`, `${NAME-default}`, `${NAME}` and `$$`, as it turns out when
+/// none of the variables is set (what a fresh `docker compose up` gets).
+fn interpolate_unset(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("${") {
+            let end = after.find('}').expect("unclosed ${ in docker-compose.yml");
+            let expr = &after[..end];
+            if let Some((_, default)) = expr.split_once(":-").or_else(|| expr.split_once('-')) {
+                out.push_str(default);
+            }
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn herald(args: &[&str]) -> Output {
@@ -367,6 +396,8 @@ fn compose_runs_kafka_in_kraft_mode() {
     let env = environment(&services["kafka"]);
     let roles = env
         .get("KAFKA_PROCESS_ROLES")
+        .cloned()
+        .flatten()
         .expect("kafka has no KAFKA_PROCESS_ROLES: it would not run KRaft");
     let roles: BTreeSet<&str> = roles.split(',').map(str::trim).collect();
     assert!(
@@ -382,6 +413,7 @@ fn compose_runs_kafka_in_kraft_mode() {
         let brokers = environment(&services[*name])
             .get("HERALD_KAFKA_BROKERS")
             .cloned()
+            .flatten()
             .unwrap_or_default();
         assert_eq!(
             brokers, "kafka:9092",
@@ -423,6 +455,81 @@ fn compose_scales_the_workers_out() {
     );
 }
 
+/// Herald refuses to start on an unknown `HERALD_*` variable or a bad value; `herald config check` says so
+/// without starting anything. Each service's environment (on top of the image's) must pass it.
+#[test]
+fn compose_herald_environments_are_valid_configuration() {
+    let services = compose_services();
+    let image_env: Vec<(String, String)> = dockerfile_final_env();
+    for name in HERALD_SERVICES {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        command.args(["config", "check"]).env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        for (key, value) in &image_env {
+            command.env(key, value);
+        }
+        for (key, value) in environment(&services[*name]) {
+            if let Some(value) = value {
+                command.env(key, interpolate_unset(&value));
+            }
+        }
+        let out = command.output().expect("run herald config check");
+        assert!(
+            out.status.success(),
+            "service {name}: Herald refuses its configuration:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("herald config check prints JSON");
+        if *name != "migrate" {
+            // `herald healthcheck` asks 127.0.0.1:8080 by default.
+            assert_eq!(
+                config["listen"], "0.0.0.0:8080",
+                "service {name} does not listen where its health check asks"
+            );
+            assert_eq!(config["kafka_brokers"], "kafka:9092", "service {name}");
+        }
+        assert!(
+            config["database_url"]
+                .as_str()
+                .is_some_and(|u| u.contains("@postgres:5432/")),
+            "service {name} does not use the postgres service: {}",
+            config["database_url"]
+        );
+    }
+}
+
+/// The operator commands docker-compose.yml's comments tell users to run (`docker compose run --rm api …`).
+#[test]
+fn compose_documents_real_operator_commands() {
+    let subcommands = herald_subcommands();
+    let text = read("docker-compose.yml");
+    let documented: Vec<Vec<String>> = text
+        .lines()
+        .filter_map(|l| l.split_once("docker compose run --rm api "))
+        .map(|(_, args)| args.split_whitespace().map(String::from).collect())
+        .collect();
+    assert!(
+        documented
+            .iter()
+            .any(|a| a.starts_with(&["keys".to_string(), "create".to_string()])),
+        "docker-compose.yml does not say how to create the first admin API key"
+    );
+    for args in documented {
+        assert_herald_accepts(&args, &subcommands, "docker-compose.yml comment");
+    }
+}
+
+#[test]
+fn compose_interpolation_is_read_as_compose_reads_it() {
+    assert_eq!(
+        interpolate_unset("postgres://h:${PW:-herald}@postgres/${DB-x}${NONE}$$y"),
+        "postgres://h:herald@postgres/x$y"
+    );
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // Dockerfile
 
@@ -449,6 +556,25 @@ fn dockerfile_instructions() -> Vec<(String, String)> {
         current.clear();
     }
     instructions
+}
+
+/// The `ENV` settings of the Dockerfile's final stage, as `KEY=value` pairs.
+fn dockerfile_final_env() -> Vec<(String, String)> {
+    let instructions = dockerfile_instructions();
+    let last_from = instructions
+        .iter()
+        .rposition(|(i, _)| i == "FROM")
+        .expect("the Dockerfile has no FROM");
+    instructions[last_from..]
+        .iter()
+        .filter(|(i, _)| i == "ENV")
+        .flat_map(|(_, args)| {
+            args.split_whitespace()
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[test]
@@ -561,7 +687,9 @@ fn dockerfile_builds_the_locked_release_binary_of_every_workspace_crate() {
             "the Dockerfile does not copy {member}/Cargo.toml before building the dependencies"
         );
         assert!(
-            placeholder_loop.split_whitespace().any(|w| w == member),
+            placeholder_loop
+                .split_whitespace()
+                .any(|w| w.trim_end_matches(';') == member),
             "the Dockerfile gives {member} no placeholder source"
         );
     }
@@ -766,17 +894,39 @@ fn herald_metrics_in(expr: &str) -> BTreeSet<String> {
     names
 }
 
-fn is_documented(metric: &str) -> bool {
-    DOCUMENTED_METRICS.contains(&metric)
+/// The metric names listed under the "Metrics" heading of docs/operations.md (the operators' reference).
+fn documented_metrics() -> BTreeSet<String> {
+    let doc = read("docs/operations.md");
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("Metrics"))
+        .expect("docs/operations.md has no \"## Metrics\" section");
+    let names = herald_metrics_in(section);
+    assert!(
+        !names.is_empty(),
+        "the Metrics section of docs/operations.md names no herald_* metric"
+    );
+    names
+}
+
+fn is_documented(metric: &str, documented: &BTreeSet<String>) -> bool {
+    documented.contains(metric)
         || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
-            metric.strip_suffix(suffix).is_some_and(|base| {
-                base.ends_with("_seconds") && DOCUMENTED_METRICS.contains(&base)
-            })
+            metric
+                .strip_suffix(suffix)
+                .is_some_and(|base| base.ends_with("_seconds") && documented.contains(base))
         })
 }
 
 #[test]
 fn alerts_are_complete_rules_over_documented_metrics() {
+    let documented = documented_metrics();
+    for promised in PROMISED_METRICS {
+        assert!(
+            documented.contains(*promised),
+            "{promised} is not in the Metrics section of docs/operations.md"
+        );
+    }
     let alerts = yaml("deploy/prometheus/alerts.yml");
     let groups = get(&alerts, "groups")
         .and_then(Value::as_sequence)
@@ -816,7 +966,7 @@ fn alerts_are_complete_rules_over_documented_metrics() {
             }
             for metric in herald_metrics_in(expr) {
                 assert!(
-                    is_documented(&metric),
+                    is_documented(&metric, &documented),
                     "{alert} uses {metric}, which is not a documented Herald metric"
                 );
                 used.insert(metric);
@@ -856,7 +1006,17 @@ fn the_metric_name_scanner_reads_expressions() {
             .into_iter()
             .collect()
     );
-    assert!(is_documented("herald_http_request_duration_seconds_bucket"));
-    assert!(!is_documented("herald_outbox_depth_count"));
-    assert!(!is_documented("herald_no_such_metric"));
+    let documented: BTreeSet<String> = [
+        "herald_http_request_duration_seconds",
+        "herald_outbox_depth",
+    ]
+    .map(String::from)
+    .into_iter()
+    .collect();
+    assert!(is_documented(
+        "herald_http_request_duration_seconds_bucket",
+        &documented
+    ));
+    assert!(!is_documented("herald_outbox_depth_count", &documented));
+    assert!(!is_documented("herald_no_such_metric", &documented));
 }

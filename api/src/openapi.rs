@@ -1,11 +1,16 @@
 //! The OpenAPI 3.1 description, generated from the handlers' annotations (utoipa) as the router is built, so a
-//! route cannot be served without being described. Served at `/api/v1/openapi.json`, with Swagger UI at
-//! `/api/v1/docs` from files compiled into the binary (nothing is fetched from the internet).
+//! route cannot be served without being described. Served at `/api/v1/openapi.json`, with a docs page at
+//! `/api/v1/docs` compiled into the binary (nothing is fetched from the internet).
+//!
+//! The docs page is Herald's own small renderer of the document, not Swagger UI: utoipa-swagger-ui embeds 11 MB
+//! of Swagger UI (source maps included, no way to leave them out or compress them), which alone would push the
+//! container image past its 40 MB budget.
 
+use axum::response::Html;
+use axum::routing::get;
 use axum::Router;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::AppState;
 
@@ -106,7 +111,20 @@ pub fn add_common_responses(spec: &mut OpenApi) {
     }
 }
 
-/// `/api/v1/openapi.json` and the docs UI.
+/// `/api/v1/openapi.json` and the docs page.
 pub fn router(spec: OpenApi) -> Router<AppState> {
-    Router::new().merge(SwaggerUi::new(DOCS_PATH).url(SPEC_PATH, spec))
+    let spec = std::sync::Arc::new(spec);
+    Router::new()
+        .route(
+            SPEC_PATH,
+            get(move || {
+                let spec = spec.clone();
+                async move { axum::Json(spec.as_ref().clone()) }
+            }),
+        )
+        .route(DOCS_PATH, get(docs))
+}
+
+async fn docs() -> Html<&'static str> {
+    Html(include_str!("../assets/docs.html"))
 }

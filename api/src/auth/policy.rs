@@ -71,8 +71,6 @@ pub const POLICY: &[Rule] = &[
     rule("GET", "/metrics", Public),
     rule("GET", "/api/v1/openapi.json", Public),
     rule("GET", "/api/v1/docs", Public),
-    rule("GET", "/api/v1/docs/", Public),
-    rule("GET", "/api/v1/docs/{*rest}", Public),
     rule("POST", "/api/v1/webhooks/{provider}/{project}", Webhook),
     rule("GET", "/api/v1/projects", Read),
     rule("POST", "/api/v1/projects", Admin),
