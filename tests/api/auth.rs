@@ -84,6 +84,10 @@ async fn every_role_reaches_exactly_the_endpoints_the_policy_gives_it() {
                     response.text().await.unwrap()
                 );
             } else {
+                assert!(
+                    response.headers().contains_key("ratelimit-remaining"),
+                    "a refusal still carries the rate-limit headers"
+                );
                 let expected = if role.is_some() { 403 } else { 401 };
                 assert_eq!(
                     status, expected,

@@ -175,25 +175,29 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         Ok(headers) => headers,
         Err(refusal) => return refusal,
     };
+    // Refusals carry the address bucket's headers too: a client that is told no still learns its budget.
+    let refuse = |error: ApiError| {
+        let mut response = error.into_response();
+        by_address.write(response.headers_mut());
+        response
+    };
     let principal = match authenticate(&state, request.headers()).await {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(e),
     };
     match (&principal, access) {
         (_, Access::Public) | (None, Access::Webhook) => {}
         (None, _) => {
-            return ApiError::Unauthorized(
+            return refuse(ApiError::Unauthorized(
                 "this endpoint needs an API key or token: `Authorization: Bearer <key>`".into(),
-            )
-            .into_response()
+            ))
         }
         (Some(p), access) if !p.may(access) => {
-            return ApiError::Forbidden(format!(
+            return refuse(ApiError::Forbidden(format!(
                 "the {} role may not {}",
                 p.role.as_str(),
                 access.describe()
-            ))
-            .into_response()
+            )))
         }
         (Some(_), _) => {}
     }
