@@ -138,6 +138,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchScenario {
+    /// Signed webhooks over HTTP into durable events (open-loop, stepped rates), beside single-row INSERTs.
+    Ingest {
+        /// Seconds per offered rate.
+        #[arg(long, default_value_t = 5)]
+        step_seconds: u64,
+        /// Requests in flight at most, for Herald and the baseline alike.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Rebuild all read models from N generated events, beside `COPY ... TO` of the same table.
     Rebuild {
         #[arg(long, default_value_t = 1_000_000)]
@@ -415,11 +426,31 @@ async fn run(cli: Cli, settings: herald::Settings) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Bench { scenario } => {
-            let BenchScenario::Rebuild { events, json } = scenario;
-            let result = herald::ops::bench::rebuild(&settings.database_url, events).await?;
-            herald::ops::bench::print(&result);
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
+            match scenario {
+                BenchScenario::Rebuild { events, json } => {
+                    let result =
+                        herald::ops::bench::rebuild(&settings.database_url, events).await?;
+                    herald::ops::bench::print(&result);
+                    if let Some(path) = json {
+                        std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
+                    }
+                }
+                BenchScenario::Ingest {
+                    step_seconds,
+                    concurrency,
+                    json,
+                } => {
+                    let result = herald::ops::bench_ingest::ingest(
+                        &settings.database_url,
+                        Duration::from_secs(step_seconds.max(1)),
+                        concurrency.max(1),
+                    )
+                    .await?;
+                    herald::ops::bench_ingest::print(&result);
+                    if let Some(path) = json {
+                        std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
+                    }
+                }
             }
             return Ok(());
         }

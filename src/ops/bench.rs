@@ -30,7 +30,7 @@ pub struct RebuildBench {
 }
 
 /// Peak resident memory of this process since the last reset, in MiB (Linux).
-fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -47,7 +47,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 /// Start measuring the peak anew (Linux: writing 5 to clear_refs resets VmHWM).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
