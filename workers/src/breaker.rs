@@ -50,13 +50,13 @@ pub struct BreakerView {
 
 impl Breaker {
     pub fn new(channel: &'static str, settings: BreakerSettings) -> Self {
-        let breaker = Self {
+        // The gauge appears once a breaker first opens: exporting 0 here would let any new breaker in the
+        // process overwrite another's open state (the metrics registry is per process, keyed by channel).
+        Self {
             channel,
             settings,
             state: Mutex::default(),
-        };
-        breaker.export(false);
-        breaker
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
