@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use commands::Metadata;
 use domain::StoredEvent;
 use projections::queries::{self, NotificationView};
 use serde::{Deserialize, Serialize};
@@ -14,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::extract::{Json, Paged, Paging, PathId, Query};
-use crate::{ApiError, AppState};
+use crate::{metadata, ApiError, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -89,13 +88,6 @@ async fn show(
         notification: view,
         trail,
     }))
-}
-
-fn metadata(action: &str) -> Metadata {
-    Metadata::from([
-        ("source".to_owned(), "api".to_owned()),
-        ("action".to_owned(), action.to_owned()),
-    ])
 }
 
 /// Send a dead letter again. Operators and admins.

@@ -187,6 +187,15 @@ impl AppState {
     }
 }
 
+/// The metadata of events an API call commits: where they came from and what was asked. (The caller and the
+/// trace id are added by the command executor from the request's context.)
+fn metadata(action: &str) -> commands::Metadata {
+    commands::Metadata::from([
+        ("source".to_owned(), "api".to_owned()),
+        ("action".to_owned(), action.to_owned()),
+    ])
+}
+
 /// Request bodies above this are refused (GitHub caps its payloads at 25 MB; real build events are far smaller).
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 

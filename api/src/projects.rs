@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use commands::deliveries::DeliveryView;
-use commands::Metadata;
 use domain::ProjectName;
 use projections::queries::{self, BuildRunView, ProjectView};
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::extract::{Json, Paged, Paging, PathId, Query};
-use crate::{ApiError, AppState};
+use crate::{metadata, ApiError, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -151,13 +150,6 @@ impl ProjectBody {
             last_transition: None,
         })
     }
-}
-
-fn metadata(action: &str) -> Metadata {
-    Metadata::from([
-        ("source".to_owned(), "api".to_owned()),
-        ("action".to_owned(), action.to_owned()),
-    ])
 }
 
 /// Create a project. Admin only.

@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use commands::Metadata;
 use domain::{ChatId, OutcomeFilter};
 use projections::queries::{self, SubscriptionView};
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::extract::{Json, Paged, Paging, PathId, Query};
-use crate::{ApiError, AppState};
+use crate::{metadata, ApiError, AppState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -71,10 +70,14 @@ async fn create(
             .map(|o| o.parse::<OutcomeFilter>())
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let metadata = Metadata::from([("source".to_owned(), "api".to_owned())]);
     let subscription_id = state
         .commands
-        .subscribe(input.project_id, chat_id, outcomes.clone(), &metadata)
+        .subscribe(
+            input.project_id,
+            chat_id,
+            outcomes.clone(),
+            &metadata("subscribe"),
+        )
         .await?;
     let outcomes: Vec<&'static str> = outcomes.iter().map(|o| o.as_str()).collect();
     Ok((
@@ -154,7 +157,9 @@ async fn remove(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<impl IntoResponse, ApiError> {
-    let metadata = Metadata::from([("source".to_owned(), "api".to_owned())]);
-    state.commands.unsubscribe(id, &metadata).await?;
+    state
+        .commands
+        .unsubscribe(id, &metadata("unsubscribe"))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -212,11 +212,17 @@ async fn generate(pool: &PgPool, events: u64) -> anyhow::Result<u64> {
     Ok(written)
 }
 
-pub async fn rebuild(database_url: &str, events: u64) -> anyhow::Result<RebuildBench> {
+/// Run `work` against a scratch database `<name>_<pid>` on the server of `database_url`, created here and
+/// dropped afterwards whatever `work` returned.
+pub(crate) async fn in_scratch_database<T>(
+    database_url: &str,
+    name: &str,
+    work: impl AsyncFnOnce(PgConnectOptions) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let options: PgConnectOptions = database_url
         .parse()
         .context("DATABASE_URL is not a postgres:// URL")?;
-    let scratch = format!("herald_bench_{}", std::process::id());
+    let scratch = format!("{name}_{}", std::process::id());
     let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
         .execute(&mut admin)
@@ -224,10 +230,18 @@ pub async fn rebuild(database_url: &str, events: u64) -> anyhow::Result<RebuildB
     sqlx::query(&format!("CREATE DATABASE {scratch}"))
         .execute(&mut admin)
         .await?;
-    let result = async {
+    let result = work(options.database(&scratch)).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    result
+}
+
+pub async fn rebuild(database_url: &str, events: u64) -> anyhow::Result<RebuildBench> {
+    in_scratch_database(database_url, "herald_bench", async |options| {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
-            .connect_with(options.clone().database(&scratch))
+            .connect_with(options)
             .await?;
         commands::migrate(&pool).await?;
         eprintln!("generating {events} events…");
@@ -287,12 +301,8 @@ pub async fn rebuild(database_url: &str, events: u64) -> anyhow::Result<RebuildB
             peak_rss_mib_copy: peak_copy,
             peak_rss_mib_rebuild: peak_rebuild,
         })
-    }
-    .await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    result
+    })
+    .await
 }
 
 pub fn print(bench: &RebuildBench) {

@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::ConnectOptions;
 use tokio::sync::Semaphore;
 
 const FIXTURE: &str =
@@ -149,22 +149,10 @@ pub async fn ingest(
     step: Duration,
     concurrency: usize,
 ) -> anyhow::Result<IngestBench> {
-    let options: PgConnectOptions = database_url
-        .parse()
-        .context("DATABASE_URL is not a postgres:// URL")?;
-    let scratch = format!("herald_bench_ingest_{}", std::process::id());
-    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {scratch}"))
-        .execute(&mut admin)
-        .await?;
-    let result = run(options.database(&scratch), step, concurrency).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    result
+    super::bench::in_scratch_database(database_url, "herald_bench_ingest", async |options| {
+        run(options, step, concurrency).await
+    })
+    .await
 }
 
 async fn run(
