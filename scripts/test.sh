@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Herald's whole test suite, from a fresh clone: installs what it lacks (tansu, a Kafka-protocol broker),
-# starts what it needs (tansu on a free port, in memory), checks formatting and lints, runs every test against
-# the real Postgres and the real broker, and stops what it started.
+# Herald's whole test suite, from a fresh clone: installs what it lacks (tansu, a Kafka-protocol broker; aiosmtpd,
+# an SMTP server, into a Python venv in .herald/), starts what it needs (tansu on a free port, in memory; the email
+# tests start their own aiosmtpd), checks formatting and lints, runs every test against the real Postgres, the
+# real broker and real SMTP servers, and stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TANSU_VERSION=0.6.0
+AIOSMTPD_VERSION=1.4.6
 PG_HOST=${HERALD_TEST_PG_HOST:-127.0.0.1}
 PG_PORT=${HERALD_TEST_PG_PORT:-5432}
 export HERALD_TEST_DATABASE_URL=${HERALD_TEST_DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres}
@@ -57,6 +59,22 @@ for _ in $(seq 1 50); do port_open 127.0.0.1 "$KAFKA_PORT" && break; sleep 0.2; 
 port_open 127.0.0.1 "$KAFKA_PORT" || die "tansu did not start; see target/tansu.log"
 export HERALD_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 say "tansu on $HERALD_TEST_KAFKA_BROKERS, Postgres on $PG_HOST:$PG_PORT"
+
+# --- aiosmtpd: a real SMTP server for the email tests, in a venv of the project's own --------------------------
+VENV=.herald/venv
+if ! "$VENV/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" 2>/dev/null; then
+  if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+    command -v python3 >/dev/null || die "python3 is missing: install Python 3 with its venv module (Debian: apt-get install python3 python3-venv), then run this again"
+    python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3 has no venv module: install it (Debian: apt-get install python3-venv), then run this again"
+    say "creating $VENV for aiosmtpd (once)"
+    python3 -m venv --clear "$VENV" || die "python3 -m venv $VENV failed"
+  fi
+  say "installing aiosmtpd $AIOSMTPD_VERSION into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" ||
+    die "cannot install aiosmtpd $AIOSMTPD_VERSION into $VENV"
+fi
+HERALD_TEST_PYTHON="$(pwd)/$VENV/bin/python"
+export HERALD_TEST_PYTHON
 
 # --- checks and tests ----------------------------------------------------------------------------------------
 cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"

@@ -5,7 +5,7 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use commands::CommandError;
-use domain::{InvalidValue, ProjectError, SubscriptionError};
+use domain::{InvalidValue, ProjectError, SubscriberError, SubscriptionError};
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -155,9 +155,8 @@ impl From<CommandError> for ApiError {
             CommandError::Subscription(e @ SubscriptionError::AlreadyExists) => {
                 Self::Conflict(e.to_string())
             }
-            CommandError::Subscription(e @ SubscriptionError::NoOutcomes) => {
-                Self::Invalid(e.to_string())
-            }
+            CommandError::Subscription(SubscriptionError::Invalid(e)) => e.into(),
+            CommandError::Subscriber(e) => subscriber_error(e),
             CommandError::BuildRun(domain::BuildRunError::History(e)) => {
                 Self::Unavailable(format!("build history: {e}"))
             }
@@ -171,5 +170,20 @@ impl From<CommandError> for ApiError {
             }
             other => Self::Internal(other.to_string()),
         }
+    }
+}
+
+fn subscriber_error(e: SubscriberError) -> ApiError {
+    match e {
+        SubscriberError::NotFound => ApiError::NotFound("subscriber"),
+        SubscriberError::ContactNotFound => ApiError::NotFound("contact"),
+        SubscriberError::Invalid(e) => e.into(),
+        e @ (SubscriberError::AlreadyExists
+        | SubscriberError::DuplicateContact(_)
+        | SubscriberError::AlreadyVerified) => ApiError::Conflict(e.to_string()),
+        e @ (SubscriberError::BadToken | SubscriberError::BadLinkCode) => {
+            ApiError::Gone(format!("{e}; ask for a new one"))
+        }
+        e @ SubscriberError::VerificationRequired => ApiError::Invalid(e.to_string()),
     }
 }

@@ -4,15 +4,18 @@
 //! (Templates join the document when they become configurable.)
 
 use chrono::{DateTime, Utc};
-use domain::{ChatId, OutcomeFilter, ProjectName};
+use domain::{ChatId, ProjectName, SubscriptionFilter, SubscriptionTarget};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::subscribers::FilterInput;
 use crate::{CommandError, Commands, Metadata};
 
 pub const FORMAT: &str = "herald-config";
-pub const VERSION: u32 = 1;
+/// Version 2 carries whole subscription filters; version 1 documents (`project_id`, `chat_id`, `outcomes`)
+/// still import, since that shape is a subset of version 2's.
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -40,9 +43,41 @@ pub struct ProjectConfig {
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
     pub subscription_id: Uuid,
-    pub project_id: Uuid,
     pub chat_id: i64,
-    pub outcomes: Vec<String>,
+    /// Version 2: the whole filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterInput>,
+    /// Version 1: one project ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<Uuid>,
+    /// ... and its outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<Vec<String>>,
+}
+
+impl SubscriptionConfig {
+    fn checked(&self) -> Result<(ChatId, SubscriptionFilter), ConfigError> {
+        let id = self.subscription_id;
+        let invalid =
+            |e: domain::InvalidValue| ConfigError::Invalid(format!("subscription {id}: {e}"));
+        let filter = match (&self.filter, self.project_id) {
+            (Some(filter), None) if self.outcomes.is_none() => filter.clone(),
+            (None, Some(project_id)) => FilterInput {
+                project_id: Some(project_id),
+                outcomes: self.outcomes.clone(),
+                ..FilterInput::default()
+            },
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "subscription {id}: give either `filter` or `project_id` with `outcomes`"
+                )))
+            }
+        };
+        Ok((
+            ChatId::parse(self.chat_id).map_err(invalid)?,
+            filter.parse().map_err(invalid)?,
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -90,8 +125,9 @@ pub async fn export(
             webhook_secret,
         });
     }
-    let subscriptions: Vec<(Uuid, Uuid, i64, Vec<String>)> = sqlx::query_as(
-        "SELECT subscription_id, project_id, chat_id, outcomes FROM subscriptions WHERE active
+    let subscriptions: Vec<(Uuid, i64, sqlx::types::Json<SubscriptionFilter>)> = sqlx::query_as(
+        "SELECT subscription_id, chat_id, filter FROM subscriptions
+          WHERE active AND subscriber_id IS NULL AND chat_id IS NOT NULL
           ORDER BY created_at, subscription_id",
     )
     .fetch_all(pool)
@@ -103,23 +139,22 @@ pub async fn export(
         projects: project_configs,
         subscriptions: subscriptions
             .into_iter()
-            .map(
-                |(subscription_id, project_id, chat_id, outcomes)| SubscriptionConfig {
-                    subscription_id,
-                    project_id,
-                    chat_id,
-                    outcomes,
-                },
-            )
+            .map(|(subscription_id, chat_id, filter)| SubscriptionConfig {
+                subscription_id,
+                chat_id,
+                filter: Some(FilterInput::from_filter(&filter)),
+                project_id: None,
+                outcomes: None,
+            })
             .collect(),
     })
 }
 
 /// Check the whole document before the first command, so a bad document changes nothing.
 fn validate(document: &ConfigDocument) -> Result<(), ConfigError> {
-    if document.format != FORMAT || document.version != VERSION {
+    if document.format != FORMAT || !(1..=VERSION).contains(&document.version) {
         return Err(ConfigError::Invalid(format!(
-            "format {:?} version {} (expected {FORMAT:?} version {VERSION})",
+            "format {:?} version {} (expected {FORMAT:?} version 1 to {VERSION})",
             document.format, document.version
         )));
     }
@@ -128,14 +163,7 @@ fn validate(document: &ConfigDocument) -> Result<(), ConfigError> {
             .map_err(|e| ConfigError::Invalid(format!("project {}: {e}", project.project_id)))?;
     }
     for subscription in &document.subscriptions {
-        let id = subscription.subscription_id;
-        ChatId::parse(subscription.chat_id)
-            .map_err(|e| ConfigError::Invalid(format!("subscription {id}: {e}")))?;
-        for outcome in &subscription.outcomes {
-            outcome
-                .parse::<OutcomeFilter>()
-                .map_err(|e| ConfigError::Invalid(format!("subscription {id}: {e}")))?;
-        }
+        subscription.checked()?;
     }
     Ok(())
 }
@@ -174,20 +202,12 @@ pub async fn import(
             report.subscriptions_existing += 1;
             continue;
         }
-        let chat_id =
-            ChatId::parse(subscription.chat_id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let outcomes = subscription
-            .outcomes
-            .iter()
-            .map(|o| o.parse::<OutcomeFilter>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let (chat_id, filter) = subscription.checked()?;
         commands
             .subscribe_with(
                 subscription.subscription_id,
-                subscription.project_id,
-                chat_id,
-                outcomes,
+                SubscriptionTarget::Chat { chat_id },
+                filter,
                 &metadata,
             )
             .await?;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::planning::{decide, Decision};
+use crate::planning::{decide, Decision, Recipient};
 use crate::template::{MessageRenderer, TemplateError};
 
 /// Verdicts considered per dry run; narrow the range to see more.
@@ -67,6 +67,14 @@ pub async fn dry_run(pool: &PgPool, request: &DryRunRequest) -> Result<DryRunRep
             "outcomes: at least one outcome filter is required".into(),
         ));
     }
+    let filter = domain::SubscriptionFilter {
+        scope: domain::ProjectScope::Projects(vec![request.project_id]),
+        branches: Vec::new(),
+        exclude_branches: Vec::new(),
+        outcomes: request.outcomes.clone(),
+        workflows: Vec::new(),
+        min_interval_secs: 0,
+    };
     let renderer = match &request.template {
         Some(template) => MessageRenderer::with_telegram_template(template)?,
         None => MessageRenderer::new(),
@@ -102,22 +110,30 @@ pub async fn dry_run(pool: &PgPool, request: &DryRunRequest) -> Result<DryRunRep
         let Some((run, verdict)) = event.verdict() else {
             continue;
         };
-        let (decision, reason, text) = match decide(&request.outcomes, verdict) {
-            Decision::Send => match renderer.telegram_build(run, verdict) {
-                Ok(text) => {
-                    report.would_send += 1;
-                    ("would_send", None, Some(text))
-                }
-                Err(e) => {
-                    report.template_errors += 1;
-                    ("template_error", Some(e.to_string()), None)
-                }
-            },
-            Decision::Suppress { reason } => {
-                report.would_suppress += 1;
-                ("would_suppress", Some(reason.to_owned()), None)
-            }
+        let facts = domain::RunFacts {
+            project_id: run.project_id,
+            repository: &run.repository,
+            branch: run.branch.as_deref(),
+            workflow: &run.workflow,
+            verdict: Some((verdict.outcome, verdict.transition)),
         };
+        let (decision, reason, text) =
+            match decide(&filter, &facts, &Recipient::default(), Utc::now()) {
+                Decision::Send => match renderer.telegram_build(run, verdict) {
+                    Ok(text) => {
+                        report.would_send += 1;
+                        ("would_send", None, Some(text))
+                    }
+                    Err(e) => {
+                        report.template_errors += 1;
+                        ("template_error", Some(e.to_string()), None)
+                    }
+                },
+                Decision::Suppress { reason } => {
+                    report.would_suppress += 1;
+                    ("would_suppress", Some(reason.to_owned()), None)
+                }
+            };
         report.entries.push(DryRunEntry {
             build_run_id,
             completed_at: verdict.completed_at,

@@ -1,5 +1,5 @@
 use cqrs_es::AggregateError;
-use domain::{BuildRunError, NotificationError, ProjectError, SubscriptionError};
+use domain::{BuildRunError, NotificationError, ProjectError, SubscriberError, SubscriptionError};
 
 /// Why a command did not record anything. User errors carry the aggregate's own error; everything else is
 /// infrastructure and must not be shown to the caller in detail.
@@ -9,6 +9,8 @@ pub enum CommandError {
     Project(#[from] ProjectError),
     #[error(transparent)]
     BuildRun(#[from] BuildRunError),
+    #[error(transparent)]
+    Subscriber(#[from] SubscriberError),
     #[error(transparent)]
     Subscription(#[from] SubscriptionError),
     #[error(transparent)]

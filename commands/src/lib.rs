@@ -15,6 +15,7 @@ pub mod planning;
 pub mod providers;
 pub(crate) mod secrets;
 mod service;
+pub mod subscribers;
 pub mod template;
 pub mod trace;
 
@@ -22,3 +23,4 @@ pub use error::CommandError;
 pub use executor::Executor;
 pub use migrate::{migrate, MIGRATOR};
 pub use service::{Commands, Metadata, RecordedBuild, DEFAULT_SECRET_OVERLAP};
+pub use subscribers::{FilterInput, Linked, LINK_CODE_TTL, VERIFICATION_TTL};

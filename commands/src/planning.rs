@@ -1,7 +1,12 @@
-//! The planner's decision for one subscriber and one build verdict, shared by the live planner and by dry runs,
+//! The planner's decision for one subscription and one build event, shared by the live planner and by dry runs,
 //! so a dry run answers exactly what the planner would do.
+//!
+//! Every "no" has a machine-readable reason, recorded on `NotificationSuppressed`, so "why was I not told"
+//! always has an answer. The checks run in a fixed order (what the subscription asked for first, then the
+//! state of its contact and owner, then pacing), and the first failing one is the reason.
 
-use domain::{OutcomeFilter, Verdict};
+use chrono::{DateTime, Duration, Utc};
+use domain::{ContactAddress, RunFacts, SubscriptionFilter};
 
 /// What the planner decides for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,17 +19,148 @@ pub enum Decision {
 }
 
 pub const OUTCOME_NOT_SUBSCRIBED: &str = "outcome_not_subscribed";
+pub const CONTACT_REMOVED: &str = "contact_removed";
+pub const CONTACT_UNVERIFIED: &str = "contact_unverified";
+pub const CONTACT_DISABLED: &str = "contact_disabled";
+pub const MUTED: &str = "muted";
+pub const MIN_INTERVAL: &str = "min_interval";
+/// The contact is an email address or a push target, and this Herald does not deliver to those yet.
+pub const CHANNEL_UNAVAILABLE: &str = "channel_unavailable";
 
-/// Send or not; the text is the same for every subscriber of a verdict, so callers render it once.
-pub fn decide(filters: &[OutcomeFilter], verdict: &Verdict) -> Decision {
-    if filters
-        .iter()
-        .any(|f| f.matches(verdict.outcome, verdict.transition))
-    {
-        Decision::Send
-    } else {
-        Decision::Suppress {
-            reason: OUTCOME_NOT_SUBSCRIBED,
+/// What the planner knows of the contact and the subscriber behind a subscription.
+#[derive(Debug, Clone, Default)]
+pub struct Recipient {
+    /// `None` for a bare chat (no owner, no preferences).
+    pub contact: Option<ContactFacts>,
+    pub muted: bool,
+    /// `None` with `muted`: until unmuted.
+    pub muted_until: Option<DateTime<Utc>>,
+    /// When this subscription last had a message planned.
+    pub last_planned: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContactFacts {
+    /// `None` when the contact is unknown to the read model (removed before it was projected).
+    pub address: Option<ContactAddress>,
+    pub removed: bool,
+    pub verified: bool,
+    pub enabled: bool,
+}
+
+/// Send or not; the text is the same for every subscriber of an event, so callers render it once.
+pub fn decide(
+    filter: &SubscriptionFilter,
+    run: &RunFacts<'_>,
+    recipient: &Recipient,
+    now: DateTime<Utc>,
+) -> Decision {
+    let suppress = |reason| Decision::Suppress { reason };
+    if let Some(mismatch) = filter.mismatch(run) {
+        return suppress(mismatch.reason());
+    }
+    if let Some(contact) = &recipient.contact {
+        match &contact.address {
+            None => return suppress(CONTACT_REMOVED),
+            Some(_) if contact.removed => return suppress(CONTACT_REMOVED),
+            Some(_) if !contact.verified => return suppress(CONTACT_UNVERIFIED),
+            Some(_) if !contact.enabled => return suppress(CONTACT_DISABLED),
+            Some(ContactAddress::Telegram { .. }) => {}
+            Some(_) => return suppress(CHANNEL_UNAVAILABLE),
         }
+    }
+    if recipient.muted && recipient.muted_until.is_none_or(|until| now < until) {
+        return suppress(MUTED);
+    }
+    let interval = Duration::seconds(i64::from(filter.min_interval_secs));
+    if filter.min_interval_secs > 0 && recipient.last_planned.is_some_and(|t| now - t < interval) {
+        return suppress(MIN_INTERVAL);
+    }
+    Decision::Send
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{ChatId, ChatKind, Outcome, OutcomeFilter, ProjectScope, Transition};
+    use uuid::Uuid;
+
+    fn filter() -> SubscriptionFilter {
+        SubscriptionFilter {
+            scope: ProjectScope::Projects(vec![Uuid::nil()]),
+            branches: vec![],
+            exclude_branches: vec![],
+            outcomes: vec![OutcomeFilter::Failed],
+            workflows: vec![],
+            min_interval_secs: 600,
+        }
+    }
+
+    fn run(outcome: Outcome) -> RunFacts<'static> {
+        RunFacts {
+            project_id: Uuid::nil(),
+            repository: "acme/api",
+            branch: Some("main"),
+            workflow: "ci",
+            verdict: Some((outcome, Transition::Broken)),
+        }
+    }
+
+    fn contact(verified: bool, enabled: bool, email: bool) -> Recipient {
+        let address = if email {
+            ContactAddress::Email {
+                address: "a@example.com".into(),
+            }
+        } else {
+            ContactAddress::Telegram {
+                chat_id: ChatId::parse(1).unwrap(),
+                chat_type: ChatKind::Private,
+                topic_id: None,
+            }
+        };
+        Recipient {
+            contact: Some(ContactFacts {
+                address: Some(address),
+                removed: false,
+                verified,
+                enabled,
+            }),
+            ..Recipient::default()
+        }
+    }
+
+    #[test]
+    fn every_no_has_its_reason() {
+        let now = Utc::now();
+        let reason = |r: &Recipient, outcome| match decide(&filter(), &run(outcome), r, now) {
+            Decision::Send => "send",
+            Decision::Suppress { reason } => reason,
+        };
+        assert_eq!(reason(&Recipient::default(), Outcome::Failed), "send");
+        assert_eq!(
+            reason(&Recipient::default(), Outcome::Succeeded),
+            OUTCOME_NOT_SUBSCRIBED
+        );
+        assert_eq!(
+            reason(&contact(false, true, false), Outcome::Failed),
+            CONTACT_UNVERIFIED
+        );
+        assert_eq!(
+            reason(&contact(true, false, false), Outcome::Failed),
+            CONTACT_DISABLED
+        );
+        assert_eq!(
+            reason(&contact(true, true, true), Outcome::Failed),
+            CHANNEL_UNAVAILABLE
+        );
+        let mut muted = contact(true, true, false);
+        muted.muted = true;
+        assert_eq!(reason(&muted, Outcome::Failed), MUTED);
+        muted.muted_until = Some(now - Duration::seconds(1));
+        assert_eq!(reason(&muted, Outcome::Failed), "send");
+        muted.last_planned = Some(now - Duration::seconds(599));
+        assert_eq!(reason(&muted, Outcome::Failed), MIN_INTERVAL);
+        muted.last_planned = Some(now - Duration::seconds(600));
+        assert_eq!(reason(&muted, Outcome::Failed), "send");
     }
 }

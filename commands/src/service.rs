@@ -6,9 +6,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use cqrs_es::DomainEvent;
 use domain::{
-    BuildEvent, BuildHistory, BuildRun, BuildRunCommand, ChatId, Notification, NotificationCommand,
-    NotificationError, OutcomeFilter, Project, ProjectCommand, ProjectError, ProjectName,
-    Subscription, SubscriptionCommand,
+    BuildEvent, BuildHistory, BuildRun, BuildRunCommand, Notification, NotificationCommand,
+    NotificationError, Project, ProjectCommand, ProjectError, ProjectName, Subscriber,
+    Subscription,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -30,10 +30,11 @@ pub struct RecordedBuild {
 }
 
 pub struct Commands {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     projects: Executor<Project>,
     builds: Executor<BuildRun>,
-    subscriptions: Executor<Subscription>,
+    pub(crate) subscribers: Executor<Subscriber>,
+    pub(crate) subscriptions: Executor<Subscription>,
     notifications: Executor<Notification>,
     secret_overlap: std::time::Duration,
 }
@@ -48,6 +49,7 @@ impl Commands {
         Self {
             projects: Executor::new(pool.clone(), ()),
             builds: Executor::new(pool.clone(), history),
+            subscribers: Executor::new(pool.clone(), ()),
             subscriptions: Executor::new(pool.clone(), ()),
             notifications: Executor::new(pool.clone(), ()),
             pool,
@@ -235,53 +237,6 @@ impl Commands {
             events: events.iter().map(|e| e.payload.event_type()).collect(),
             duplicate,
         })
-    }
-
-    /// Subscribe a Telegram chat to a project's finished builds.
-    pub async fn subscribe(
-        &self,
-        project_id: Uuid,
-        chat_id: ChatId,
-        outcomes: Vec<OutcomeFilter>,
-        metadata: &Metadata,
-    ) -> Result<Uuid, CommandError> {
-        self.subscribe_with(Uuid::new_v4(), project_id, chat_id, outcomes, metadata)
-            .await
-    }
-
-    /// Subscribe with a given subscription id (a configuration import).
-    pub async fn subscribe_with(
-        &self,
-        subscription_id: Uuid,
-        project_id: Uuid,
-        chat_id: ChatId,
-        outcomes: Vec<OutcomeFilter>,
-        metadata: &Metadata,
-    ) -> Result<Uuid, CommandError> {
-        self.active_project(project_id).await?;
-        let command = SubscriptionCommand::Subscribe {
-            subscription_id,
-            project_id,
-            chat_id,
-            outcomes,
-            at: Utc::now(),
-        };
-        self.subscriptions
-            .execute(&subscription_id.to_string(), command, metadata)
-            .await?;
-        Ok(subscription_id)
-    }
-
-    pub async fn unsubscribe(
-        &self,
-        subscription_id: Uuid,
-        metadata: &Metadata,
-    ) -> Result<(), CommandError> {
-        let command = SubscriptionCommand::Unsubscribe { at: Utc::now() };
-        self.subscriptions
-            .execute(&subscription_id.to_string(), command, metadata)
-            .await?;
-        Ok(())
     }
 
     /// Send a dead letter again (an operator's decision, recorded with who made it).

@@ -144,6 +144,28 @@ impl MessageRenderer {
     }
 }
 
+impl MessageRenderer {
+    /// The built-in "a run started" text, as notifications record it.
+    pub const TELEGRAM_STARTED: &'static str = "builtin/telegram_started@1";
+
+    /// The Telegram HTML text announcing that a run started (for subscriptions to `started`).
+    pub fn telegram_started(&self, run: &RunInfo) -> String {
+        let mut text = format!(
+            "🔄 <b>{}</b>: {} started\nBranch: <code>{}</code>",
+            escape_telegram_html(&run.repository),
+            escape_telegram_html(&run.workflow),
+            escape_telegram_html(run.branch.as_deref().unwrap_or("(none)")),
+        );
+        if let Some(url) = &run.url {
+            text.push_str(&format!(
+                "\n<a href=\"{}\">Open run</a>",
+                escape_telegram_html(url)
+            ));
+        }
+        truncate(text, TELEGRAM_MAX_CHARS)
+    }
+}
+
 /// Cut at a line boundary below `max` chars, so no HTML tag or entity is split.
 fn truncate(text: String, max: usize) -> String {
     if text.chars().count() <= max {

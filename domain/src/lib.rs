@@ -1,4 +1,4 @@
-//! Herald's domain: what a build, a project, a subscription and a notification *are*, and which facts
+//! Herald's domain: what a build, a project, a subscriber, a subscription and a notification *are*, and which facts
 //! (events) each of them records.
 //!
 //! This crate is pure. It knows nothing of Postgres, Kafka, HTTP or Telegram, and it never spawns a task or
@@ -11,9 +11,11 @@
 
 mod build;
 mod build_run;
+mod filter;
 mod notification;
 mod project;
 mod stored_event;
+mod subscriber;
 mod subscription;
 pub mod upcast;
 mod values;
@@ -23,13 +25,20 @@ pub use build_run::{
     BuildHistory, BuildRun, BuildRunCommand, BuildRunError, BuildRunEvent, NoHistory, PreviousRun,
     Verdict,
 };
+pub use filter::{Glob, Mismatch, ProjectScope, RunFacts, SubscriptionFilter};
 pub use notification::{
-    Channel, Notification, NotificationCommand, NotificationError, NotificationEvent, SendFailure,
-    Settled,
+    Button, Channel, Notification, NotificationCommand, NotificationError, NotificationEvent,
+    SendFailure, Settled,
 };
 pub use project::{Project, ProjectCommand, ProjectError, ProjectEvent};
 pub use stored_event::StoredEvent;
-pub use subscription::{Subscription, SubscriptionCommand, SubscriptionError, SubscriptionEvent};
+pub use subscriber::{
+    ChatKind, ContactAddress, ContactState, Preferences, QuietHours, SecretHash, Subscriber,
+    SubscriberCommand, SubscriberError, SubscriberEvent, TimeZone,
+};
+pub use subscription::{
+    Subscription, SubscriptionCommand, SubscriptionError, SubscriptionEvent, SubscriptionTarget,
+};
 pub use values::{
-    BuildStatus, ChatId, InvalidValue, Outcome, OutcomeFilter, ProjectName, Transition,
+    BuildStatus, ChatId, InvalidValue, Language, Outcome, OutcomeFilter, ProjectName, Transition,
 };

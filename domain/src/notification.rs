@@ -18,7 +18,20 @@ use crate::values::ChatId;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "channel", rename_all = "snake_case")]
 pub enum Channel {
-    Telegram { chat_id: ChatId },
+    Telegram {
+        chat_id: ChatId,
+        /// The forum topic of a supergroup (`message_thread_id`); absent in events written before topics.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic_id: Option<i64>,
+    },
+}
+
+/// An inline button under a message: a label in the subscriber's language and the bot command it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub text: String,
+    /// Telegram's `callback_data`: at most 64 bytes.
+    pub data: String,
 }
 
 /// What a provider said when it did not deliver.
@@ -46,6 +59,7 @@ pub enum NotificationCommand {
         template: String,
         channel: Channel,
         text: String,
+        buttons: Vec<Button>,
         at: DateTime<Utc>,
     },
     Suppress {
@@ -104,6 +118,9 @@ pub enum NotificationEvent {
         template: Option<String>,
         channel: Channel,
         text: String,
+        /// Added in 1.2; none before.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        buttons: Vec<Button>,
         planned_at: DateTime<Utc>,
     },
     NotificationSuppressed {
@@ -196,6 +213,8 @@ pub struct Notification {
     pub notification_id: Option<Uuid>,
     pub channel: Option<Channel>,
     pub text: String,
+    #[serde(default)]
+    pub buttons: Vec<Button>,
     pub attempts: u32,
     pub in_flight: Option<u32>,
     pub settled: Option<Settled>,
@@ -255,6 +274,7 @@ impl Aggregate for Notification {
                 template,
                 channel,
                 text,
+                buttons,
                 at,
             } => {
                 if self.notification_id.is_some() {
@@ -269,6 +289,7 @@ impl Aggregate for Notification {
                     template: Some(template),
                     channel,
                     text,
+                    buttons,
                     planned_at: at,
                 }]
             }
@@ -387,12 +408,14 @@ impl Aggregate for Notification {
                 notification_id,
                 channel,
                 text,
+                buttons,
                 planned_at,
                 ..
             } => {
                 self.notification_id = Some(notification_id);
                 self.channel = Some(channel);
                 self.text = text;
+                self.buttons = buttons;
                 self.retry_at = Some(planned_at);
             }
             NotificationEvent::NotificationSuppressed {
@@ -452,8 +475,10 @@ mod tests {
             template: Some("telegram_build@1".into()),
             channel: Channel::Telegram {
                 chat_id: ChatId::parse(1).unwrap(),
+                topic_id: None,
             },
             text: "hi".into(),
+            buttons: vec![],
             planned_at: at(),
         }
     }
@@ -562,8 +587,10 @@ mod tests {
                 template: "telegram_build@1".into(),
                 channel: Channel::Telegram {
                     chat_id: ChatId::parse(1).unwrap(),
+                    topic_id: None,
                 },
                 text: "hi".into(),
+                buttons: vec![],
                 at: at(),
             })
             .then_expect_events(vec![]);

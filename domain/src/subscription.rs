@@ -6,15 +6,39 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::values::{ChatId, OutcomeFilter};
+use crate::filter::SubscriptionFilter;
+use crate::values::{ChatId, InvalidValue};
+
+/// Who a subscription notifies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SubscriptionTarget {
+    /// One contact of a subscriber, whose preferences (mute, quiet hours, language) apply.
+    Contact {
+        subscriber_id: Uuid,
+        contact_id: Uuid,
+    },
+    /// A bare Telegram chat an operator subscribed directly: no owner, no preferences. Every subscription
+    /// written before subscribers existed (event version 1.0) reads as one of these.
+    Chat { chat_id: ChatId },
+}
+
+impl SubscriptionTarget {
+    /// The part of the subscription id that says where messages go.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Contact { contact_id, .. } => format!("contact:{contact_id}"),
+            Self::Chat { chat_id } => format!("chat:{}", chat_id.get()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubscriptionCommand {
     Subscribe {
         subscription_id: Uuid,
-        project_id: Uuid,
-        chat_id: ChatId,
-        outcomes: Vec<OutcomeFilter>,
+        target: SubscriptionTarget,
+        filter: SubscriptionFilter,
         at: DateTime<Utc>,
     },
     Unsubscribe {
@@ -24,11 +48,11 @@ pub enum SubscriptionCommand {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SubscriptionEvent {
+    /// Version 2.0; 1.0 (`project_id`, `chat_id`, `outcomes`) is upcast into it.
     Subscribed {
         subscription_id: Uuid,
-        project_id: Uuid,
-        chat_id: ChatId,
-        outcomes: Vec<OutcomeFilter>,
+        target: SubscriptionTarget,
+        filter: SubscriptionFilter,
         subscribed_at: DateTime<Utc>,
     },
     Unsubscribed {
@@ -53,10 +77,10 @@ impl DomainEvent for SubscriptionEvent {
 pub enum SubscriptionError {
     #[error("subscription not found")]
     NotFound,
-    #[error("subscription already exists")]
+    #[error("this contact already has a subscription with exactly these filters")]
     AlreadyExists,
-    #[error("outcomes: at least one outcome filter is required")]
-    NoOutcomes,
+    #[error("{0}")]
+    Invalid(#[from] InvalidValue),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -81,24 +105,18 @@ impl Aggregate for Subscription {
         let event = match command {
             SubscriptionCommand::Subscribe {
                 subscription_id,
-                project_id,
-                chat_id,
-                mut outcomes,
+                target,
+                filter,
                 at,
             } => {
-                if self.subscription_id.is_some() {
+                // A removed subscription may be taken out again; a live one is a duplicate.
+                if self.active {
                     return Err(SubscriptionError::AlreadyExists);
-                }
-                outcomes.sort_by_key(|o| format!("{o:?}"));
-                outcomes.dedup();
-                if outcomes.is_empty() {
-                    return Err(SubscriptionError::NoOutcomes);
                 }
                 SubscriptionEvent::Subscribed {
                     subscription_id,
-                    project_id,
-                    chat_id,
-                    outcomes,
+                    target,
+                    filter: filter.canonical()?,
                     subscribed_at: at,
                 }
             }
@@ -134,14 +152,24 @@ impl Aggregate for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::ProjectScope;
+    use crate::values::OutcomeFilter;
     use cqrs_es::test::TestFramework;
 
     fn subscribe(outcomes: Vec<OutcomeFilter>) -> SubscriptionCommand {
         SubscriptionCommand::Subscribe {
             subscription_id: Uuid::nil(),
-            project_id: Uuid::nil(),
-            chat_id: ChatId::parse(5).unwrap(),
-            outcomes,
+            target: SubscriptionTarget::Chat {
+                chat_id: ChatId::parse(5).unwrap(),
+            },
+            filter: SubscriptionFilter {
+                scope: ProjectScope::Projects(vec![Uuid::nil()]),
+                branches: vec![],
+                exclude_branches: vec![],
+                outcomes,
+                workflows: vec![],
+                min_interval_secs: 0,
+            },
             at: DateTime::from_timestamp(0, 0).unwrap(),
         }
     }
@@ -157,16 +185,17 @@ mod tests {
             .inspect_result()
             .unwrap();
         assert!(
-            matches!(&result[0], SubscriptionEvent::Subscribed { outcomes, .. } if outcomes == &[OutcomeFilter::Failed])
+            matches!(&result[0], SubscriptionEvent::Subscribed { filter, .. } if filter.outcomes == [OutcomeFilter::Failed])
         );
-        TestFramework::<Subscription>::with(())
+        let refused = TestFramework::<Subscription>::with(())
             .given_no_previous_events()
             .when(subscribe(vec![]))
-            .then_expect_error(SubscriptionError::NoOutcomes);
+            .inspect_result();
+        assert!(matches!(refused, Err(SubscriptionError::Invalid(e)) if e.field == "outcomes"));
     }
 
     #[test]
-    fn unsubscribing_twice_records_once() {
+    fn a_live_subscription_is_a_duplicate_and_a_removed_one_comes_back() {
         let at = DateTime::from_timestamp(0, 0).unwrap();
         let subscribed = TestFramework::<Subscription>::with(())
             .given_no_previous_events()
@@ -174,11 +203,23 @@ mod tests {
             .inspect_result()
             .unwrap();
         TestFramework::<Subscription>::with(())
-            .given(subscribed)
+            .given(subscribed.clone())
+            .when(subscribe(vec![OutcomeFilter::All]))
+            .then_expect_error(SubscriptionError::AlreadyExists);
+        let removed = TestFramework::<Subscription>::with(())
+            .given(subscribed.clone())
+            .and(vec![SubscriptionEvent::Unsubscribed {
+                unsubscribed_at: at,
+            }]);
+        removed
+            .when(SubscriptionCommand::Unsubscribe { at })
+            .then_expect_events(vec![]);
+        TestFramework::<Subscription>::with(())
+            .given(subscribed.clone())
             .and(vec![SubscriptionEvent::Unsubscribed {
                 unsubscribed_at: at,
             }])
-            .when(SubscriptionCommand::Unsubscribe { at })
-            .then_expect_events(vec![]);
+            .when(subscribe(vec![OutcomeFilter::All]))
+            .then_expect_events(subscribed);
     }
 }

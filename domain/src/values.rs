@@ -245,6 +245,8 @@ pub enum OutcomeFilter {
     Broken,
     Fixed,
     StillFailing,
+    /// A run started (not a verdict: the planner sees it on `BuildStarted`).
+    Started,
 }
 
 impl OutcomeFilter {
@@ -257,9 +259,11 @@ impl OutcomeFilter {
             Self::Broken => "broken",
             Self::Fixed => "fixed",
             Self::StillFailing => "still_failing",
+            Self::Started => "started",
         }
     }
 
+    /// Does this filter want a finished run with this outcome and transition? (`started` never does.)
     pub fn matches(self, outcome: Outcome, transition: Transition) -> bool {
         match self {
             Self::All => true,
@@ -269,6 +273,7 @@ impl OutcomeFilter {
             Self::Broken => transition == Transition::Broken,
             Self::Fixed => transition == Transition::Fixed,
             Self::StillFailing => transition == Transition::StillFailing,
+            Self::Started => false,
         }
     }
 }
@@ -284,12 +289,55 @@ impl FromStr for OutcomeFilter {
             "broken" => Self::Broken,
             "fixed" => Self::Fixed,
             "still_failing" => Self::StillFailing,
+            "started" => Self::Started,
             other => {
                 return Err(InvalidValue::new(
                     "outcomes",
-                    format!("unknown outcome filter {other:?}; expected one of all, succeeded, failed, cancelled, broken, fixed, still_failing"),
+                    format!("unknown outcome filter {other:?}; expected one of all, succeeded, failed, cancelled, broken, fixed, still_failing, started"),
                 ))
             }
+        })
+    }
+}
+
+/// The language a subscriber reads: the bot's answers and (with issue 6's templates) notifications.
+///
+/// English is the fallback for everything; German is the second full translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    #[default]
+    En,
+    De,
+}
+
+impl Language {
+    pub const ALL: [Language; 2] = [Language::En, Language::De];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::De => "de",
+        }
+    }
+
+    /// From an IETF tag as Telegram sends it (`de`, `de-AT`, `en-GB`); `None` when Herald has no translation.
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        let primary = tag.split(['-', '_']).next().unwrap_or_default();
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(primary))
+    }
+}
+
+impl FromStr for Language {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_tag(s).ok_or_else(|| {
+            InvalidValue::new(
+                "language",
+                format!("unsupported language {s:?}; expected one of en, de"),
+            )
         })
     }
 }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use domain::{
-    BuildRunEvent, Channel, NotificationEvent, ProjectEvent, StoredEvent, SubscriptionEvent,
+    BuildRunEvent, Channel, NotificationEvent, ProjectEvent, StoredEvent, SubscriberEvent,
+    SubscriptionEvent, SubscriptionTarget,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -183,7 +184,7 @@ pub fn summarize(event: &StoredEvent) -> String {
                 subscription_id,
                 subscription_version,
                 template,
-                channel: Channel::Telegram { chat_id },
+                channel: Channel::Telegram { chat_id, .. },
                 ..
             }) => format!(
                 "planned: Telegram chat {} (subscription {subscription_id} v{subscription_version}, template {})",
@@ -222,12 +223,43 @@ pub fn summarize(event: &StoredEvent) -> String {
             Err(e) => format!("undecodable {}: {e}", event.event_type),
         },
         "Subscription" => match event.decode::<SubscriptionEvent>() {
-            Ok(SubscriptionEvent::Subscribed { chat_id, outcomes, .. }) => format!(
-                "Telegram chat {} subscribed to {}",
-                chat_id.get(),
-                outcomes.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
+            Ok(SubscriptionEvent::Subscribed { target, filter, .. }) => format!(
+                "{} subscribed to {}",
+                match target {
+                    SubscriptionTarget::Chat { chat_id } => format!("Telegram chat {}", chat_id.get()),
+                    SubscriptionTarget::Contact { contact_id, .. } => format!("contact {contact_id}"),
+                },
+                filter.outcomes.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
             ),
             Ok(SubscriptionEvent::Unsubscribed { .. }) => "unsubscribed".to_owned(),
+            Err(e) => format!("undecodable {}: {e}", event.event_type),
+        },
+        "Subscriber" => match event.decode::<SubscriberEvent>() {
+            Ok(SubscriberEvent::SubscriberRegistered { name, .. }) => format!("subscriber {name} registered"),
+            Ok(SubscriberEvent::ContactAdded { contact_id, address, verified, .. }) => format!(
+                "{} contact {contact_id} added{}",
+                address.kind(),
+                if verified { "" } else { ", waiting for verification" }
+            ),
+            Ok(SubscriberEvent::VerificationRenewed { contact_id, .. }) => {
+                format!("verification of contact {contact_id} sent again")
+            }
+            Ok(SubscriberEvent::ContactVerified { contact_id, .. }) => format!("contact {contact_id} verified"),
+            Ok(SubscriberEvent::LinkCodeIssued { .. }) => "Telegram link code issued".to_owned(),
+            Ok(SubscriberEvent::TelegramLinked { contact_id, .. }) => {
+                format!("Telegram chat linked as contact {contact_id}")
+            }
+            Ok(SubscriberEvent::ContactDisabled { contact_id, reason, .. }) => {
+                format!("contact {contact_id} disabled: {reason}")
+            }
+            Ok(SubscriberEvent::ContactEnabled { contact_id, .. }) => format!("contact {contact_id} enabled again"),
+            Ok(SubscriberEvent::ContactRemoved { contact_id, .. }) => format!("contact {contact_id} removed"),
+            Ok(SubscriberEvent::PreferencesChanged { .. }) => "preferences changed".to_owned(),
+            Ok(SubscriberEvent::Muted { until, .. }) => match until {
+                Some(until) => format!("muted until {}", until.to_rfc3339()),
+                None => "muted until unmuted".to_owned(),
+            },
+            Ok(SubscriberEvent::Unmuted { .. }) => "unmuted".to_owned(),
             Err(e) => format!("undecodable {}: {e}", event.event_type),
         },
         "Project" => match event.decode::<ProjectEvent>() {

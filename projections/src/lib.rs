@@ -14,6 +14,7 @@ mod projects;
 pub mod queries;
 pub mod rebuild;
 pub mod status;
+mod subscribers;
 mod subscriptions;
 
 use async_trait::async_trait;
@@ -23,6 +24,7 @@ use sqlx::{PgConnection, PgPool};
 pub use builds::BuildRunsProjection;
 pub use notifications::NotificationsProjection;
 pub use projects::ProjectsProjection;
+pub use subscribers::{ContactsProjection, SubscribersProjection};
 pub use subscriptions::SubscriptionsProjection;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,15 +94,7 @@ impl Projector {
 
     /// Every read model Herald has.
     pub fn all(pool: PgPool) -> Self {
-        Self::new(
-            pool,
-            vec![
-                Box::new(ProjectsProjection),
-                Box::new(BuildRunsProjection),
-                Box::new(SubscriptionsProjection),
-                Box::new(NotificationsProjection),
-            ],
-        )
+        Self::new(pool, every_projection())
     }
 
     pub async fn handle(&self, event: &StoredEvent) -> Result<Applied, ProjectionError> {
@@ -197,14 +191,26 @@ async fn apply_one(
 
 /// A projection by name, for rebuilding one read model.
 pub fn projection_named(name: &str) -> Option<Box<dyn Projection>> {
-    let all: [Box<dyn Projection>; 4] = [
+    every_projection().into_iter().find(|p| p.name() == name)
+}
+
+fn every_projection() -> Vec<Box<dyn Projection>> {
+    vec![
         Box::new(ProjectsProjection),
         Box::new(BuildRunsProjection),
+        Box::new(SubscribersProjection),
+        Box::new(ContactsProjection),
         Box::new(SubscriptionsProjection),
         Box::new(NotificationsProjection),
-    ];
-    all.into_iter().find(|p| p.name() == name)
+    ]
 }
 
 /// The names of every projection (each owns the table of the same name).
-pub const PROJECTIONS: [&str; 4] = ["projects", "build_runs", "subscriptions", "notifications"];
+pub const PROJECTIONS: [&str; 6] = [
+    "projects",
+    "build_runs",
+    "subscribers",
+    "contacts",
+    "subscriptions",
+    "notifications",
+];

@@ -60,16 +60,53 @@ pub struct BuildRunView {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SubscriptionView {
     pub subscription_id: Uuid,
-    pub project_id: Uuid,
+    /// The subscriber whose contact this subscription notifies; absent for a bare chat.
+    pub subscriber_id: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
+    /// `telegram` for a bare chat, `contact` for a subscriber's contact.
     pub channel: String,
-    pub chat_id: i64,
+    /// A bare chat's id.
+    pub chat_id: Option<i64>,
+    /// The one project, when the subscription names exactly one.
+    pub project_id: Option<Uuid>,
+    pub project_ids: Vec<Uuid>,
+    /// Every repository of this owner, instead of listed projects.
+    pub owner: Option<String>,
+    pub branches: Vec<String>,
+    pub exclude_branches: Vec<String>,
+    pub workflows: Vec<String>,
     pub outcomes: Vec<String>,
+    pub min_interval_secs: i32,
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub removed_at: Option<DateTime<Utc>>,
     /// The sequence of the subscription's last event applied here.
     pub version: i64,
 }
+
+/// What the planner needs of one active subscription: its filter, and the state of the contact and the
+/// subscriber behind it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PlannerSubscription {
+    pub subscription_id: Uuid,
+    pub version: i64,
+    pub filter: sqlx::types::Json<domain::SubscriptionFilter>,
+    pub chat_id: Option<i64>,
+    pub subscriber_id: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
+    pub contact_address: Option<sqlx::types::Json<domain::ContactAddress>>,
+    /// `None` for a bare chat, or a contact the projection has not seen yet.
+    pub contact_enabled: Option<bool>,
+    pub contact_verified: Option<bool>,
+    pub contact_removed: Option<bool>,
+    pub muted: Option<bool>,
+    pub muted_until: Option<DateTime<Utc>>,
+    pub language: Option<String>,
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "subscription_id, subscriber_id, contact_id, channel, chat_id, project_id,
+    project_ids, owner, branches, exclude_branches, workflows, outcomes, min_interval_secs, active, created_at,
+    removed_at, version";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct NotificationView {
@@ -141,16 +178,31 @@ pub async fn build(pool: &PgPool, build_run_id: &str) -> Result<Option<BuildRunV
         .await
 }
 
+/// Which subscriptions a listing shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubscriptionQuery {
+    pub project_id: Option<Uuid>,
+    pub subscriber_id: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
+    pub chat_id: Option<i64>,
+}
+
 pub async fn subscriptions(
     pool: &PgPool,
-    project_id: Option<Uuid>,
+    query: SubscriptionQuery,
     page: Page,
 ) -> Result<Vec<SubscriptionView>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT * FROM subscriptions WHERE active AND ($1::uuid IS NULL OR project_id = $1)
-          ORDER BY created_at, subscription_id LIMIT $2 OFFSET $3",
-    )
-    .bind(project_id)
+    sqlx::query_as(&format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
+          WHERE active AND ($1::uuid IS NULL OR $1 = ANY(project_ids))
+            AND ($2::uuid IS NULL OR subscriber_id = $2) AND ($3::uuid IS NULL OR contact_id = $3)
+            AND ($4::bigint IS NULL OR chat_id = $4)
+          ORDER BY created_at, subscription_id LIMIT $5 OFFSET $6"
+    ))
+    .bind(query.project_id)
+    .bind(query.subscriber_id)
+    .bind(query.contact_id)
+    .bind(query.chat_id)
     .bind(page.limit)
     .bind(page.offset)
     .fetch_all(pool)
@@ -161,22 +213,50 @@ pub async fn subscription(
     pool: &PgPool,
     subscription_id: Uuid,
 ) -> Result<Option<SubscriptionView>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM subscriptions WHERE subscription_id = $1")
-        .bind(subscription_id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE subscription_id = $1"
+    ))
+    .bind(subscription_id)
+    .fetch_optional(pool)
+    .await
 }
 
-/// Every active subscription of a project, for the planner.
+/// Every active subscription that names this project or the owner of `repository`, with its contact and
+/// subscriber, for the planner.
 pub async fn active_subscriptions(
     pool: &PgPool,
     project_id: Uuid,
-) -> Result<Vec<SubscriptionView>, sqlx::Error> {
+    repository: &str,
+) -> Result<Vec<PlannerSubscription>, sqlx::Error> {
+    let owner = repository
+        .split_once('/')
+        .map(|(owner, _)| owner.to_lowercase());
     sqlx::query_as(
-        "SELECT * FROM subscriptions WHERE active AND project_id = $1 ORDER BY subscription_id",
+        "SELECT s.subscription_id, s.version, s.filter, s.chat_id, s.subscriber_id, s.contact_id,
+                c.address AS contact_address, c.enabled AS contact_enabled, c.verified AS contact_verified,
+                c.removed AS contact_removed, r.muted, r.muted_until, r.language
+           FROM subscriptions s
+           LEFT JOIN contacts c ON c.contact_id = s.contact_id
+           LEFT JOIN subscribers r ON r.subscriber_id = s.subscriber_id
+          WHERE s.active AND ($1 = ANY(s.project_ids) OR s.owner = $2)
+          ORDER BY s.subscription_id",
     )
     .bind(project_id)
+    .bind(owner)
     .fetch_all(pool)
+    .await
+}
+
+/// When this subscription last had a message planned, for its minimum interval.
+pub async fn last_planned(
+    pool: &PgPool,
+    subscription_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT max(planned_at) FROM notifications WHERE subscription_id = $1 AND status <> 'suppressed'",
+    )
+    .bind(subscription_id)
+    .fetch_one(pool)
     .await
 }
 

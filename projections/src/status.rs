@@ -39,6 +39,7 @@ fn reads(projection: &str) -> &'static [&'static str] {
         "projects" => &["Project", "BuildRun"],
         "build_runs" => &["BuildRun"],
         "subscriptions" => &["Subscription"],
+        "subscribers" | "contacts" => &["Subscriber"],
         "notifications" => &["Notification"],
         _ => &[],
     }

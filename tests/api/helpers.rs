@@ -530,7 +530,7 @@ pub async fn drop_database(name: &str) {
 /// Every read-model row, as sorted JSON text, for comparing two databases.
 pub async fn read_models(pool: &PgPool) -> Vec<String> {
     let mut rows = Vec::new();
-    for table in ["projects", "build_runs", "subscriptions", "notifications"] {
+    for table in projections::PROJECTIONS {
         let json: Vec<String> = sqlx::query_scalar(&format!(
             "SELECT to_jsonb(t)::text FROM {table} t ORDER BY to_jsonb(t)::text"
         ))

@@ -9,6 +9,7 @@ mod backup;
 mod config;
 mod dlq;
 mod dry_run;
+mod email;
 mod health;
 
 mod observability;
@@ -18,6 +19,7 @@ mod projects;
 mod providers;
 mod rebuild;
 mod relay;
+mod smtp;
 mod status;
 mod subscriptions;
 mod upcast;

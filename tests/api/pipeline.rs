@@ -274,8 +274,10 @@ async fn an_attempt_interrupted_mid_send_is_dead_lettered_not_sent_again() {
         template: workers::MessageRenderer::TELEGRAM_BUILD.into(),
         channel: domain::Channel::Telegram {
             chat_id: domain::ChatId::parse(5).unwrap(),
+            topic_id: None,
         },
         text: "hello".into(),
+        buttons: vec![],
         at: chrono::Utc::now(),
     };
     commands

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::consumer::{EventHandler, HandlerError};
-use crate::telegram::TelegramClient;
+use crate::telegram::{ChatTarget, InlineButton, TelegramClient};
 
 /// Fills the delivery queue from `NotificationPlanned` events.
 pub struct DeliveryEnqueuer {
@@ -209,7 +209,7 @@ impl DeliveryWorker {
         metadata: &Metadata,
     ) -> Result<(DeliveryOutcome, Option<chrono::DateTime<Utc>>), DeliveryError> {
         let executor = self.commands.notifications();
-        let Some(Channel::Telegram { chat_id }) = notification.channel else {
+        let Some(Channel::Telegram { chat_id, topic_id }) = notification.channel else {
             return Ok((DeliveryOutcome::AlreadySettled, None));
         };
         let attempt = notification.attempts + 1;
@@ -220,9 +220,21 @@ impl DeliveryWorker {
                 metadata,
             )
             .await?;
+        let target = ChatTarget {
+            chat_id: chat_id.get(),
+            topic_id,
+        };
+        let buttons: Vec<InlineButton> = notification
+            .buttons
+            .iter()
+            .map(|b| InlineButton {
+                text: b.text.clone(),
+                callback_data: b.data.clone(),
+            })
+            .collect();
         let command = match self
             .telegram
-            .send_message(chat_id.get(), &notification.text)
+            .send(target, &notification.text, &buttons)
             .await
         {
             Ok(message_id) => {
@@ -240,6 +252,10 @@ impl DeliveryWorker {
                     self.breaker.record_success();
                 }
                 tracing::warn!(notification = id, attempt, code = ?failure.code, error = %failure.description, "telegram refused");
+                if failure.code == Some(403) {
+                    self.disable_chat(chat_id.get(), &failure.description, metadata)
+                        .await?;
+                }
                 NotificationCommand::RecordFailure {
                     attempt,
                     failure,
@@ -263,6 +279,30 @@ impl DeliveryWorker {
                 _ => None,
             })
             .unwrap_or((DeliveryOutcome::AlreadySettled, None)))
+    }
+
+    /// The bot was blocked or removed from the chat: every contact reaching it is disabled, so the planner
+    /// stops planning messages that cannot arrive (the owner re-enables it).
+    async fn disable_chat(
+        &self,
+        chat_id: i64,
+        description: &str,
+        metadata: &Metadata,
+    ) -> Result<(), DeliveryError> {
+        let contacts: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT subscriber_id, contact_id FROM contacts
+              WHERE kind = 'telegram' AND chat_id = $1 AND NOT removed AND enabled",
+        )
+        .bind(chat_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let reason = format!("telegram_forbidden: {description}");
+        for (subscriber_id, contact_id) in contacts {
+            self.commands
+                .disable_contact(subscriber_id, contact_id, &reason, metadata)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Deliver until `shutdown`: as fast as work is due, then wait for a wake-up or the next poll.

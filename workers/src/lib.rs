@@ -5,10 +5,12 @@
 //! between publishing and clearing its outbox rows, a consumer that died before committing its offset), and
 //! nothing here may do anything twice because of it.
 
+pub mod bot;
 pub mod breaker;
 mod bus;
 mod consumer;
 mod delivery;
+pub mod email;
 mod kafka;
 mod planner;
 mod relay;

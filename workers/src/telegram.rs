@@ -1,10 +1,14 @@
-//! The Telegram Bot API client: `sendMessage` with HTML parse mode, and the classification of its answers into
-//! delivered, retry later (429 with `retry_after`, 5xx, timeouts) and permanent (400 bad chat, 403 blocked).
+//! The Telegram Bot API client: one `call` that classifies every answer into success, retry later (429 with
+//! `retry_after`, 5xx, timeouts) and permanent (400 bad chat, 403 blocked), and the few methods Herald uses on
+//! top of it: `sendMessage` for notifications, and `getMe`, `getUpdates`, `setWebhook`, `answerCallbackQuery`
+//! and `getChatMember` for the bot.
 
 use std::time::Duration;
 
 use domain::SendFailure;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::{json, Value};
 
 #[derive(Clone)]
 pub struct TelegramConfig {
@@ -31,10 +35,15 @@ pub struct TelegramClient {
 #[derive(Deserialize)]
 struct ApiResponse {
     ok: bool,
-    result: Option<SentMessage>,
+    result: Option<Value>,
     error_code: Option<i64>,
     description: Option<String>,
     parameters: Option<ResponseParameters>,
+}
+
+#[derive(Deserialize)]
+struct ResponseParameters {
+    retry_after: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -42,9 +51,18 @@ struct SentMessage {
     message_id: i64,
 }
 
-#[derive(Deserialize)]
-struct ResponseParameters {
-    retry_after: Option<u64>,
+/// Where a message goes: a chat, or a forum topic of a supergroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatTarget {
+    pub chat_id: i64,
+    pub topic_id: Option<i64>,
+}
+
+/// An inline keyboard button with callback data (at most 64 bytes, Telegram's limit).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InlineButton {
+    pub text: String,
+    pub callback_data: String,
 }
 
 impl TelegramClient {
@@ -53,40 +71,50 @@ impl TelegramClient {
         Ok(Self { http, config })
     }
 
-    /// Send `text` (Telegram HTML) to `chat_id`; returns the message id.
-    pub async fn send_message(&self, chat_id: i64, text: &str) -> Result<i64, SendFailure> {
+    /// Call a Bot API method; the `result` on success, the classified failure otherwise.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        body: &Value,
+    ) -> Result<T, SendFailure> {
+        self.call_with_timeout(method, body, None).await
+    }
+
+    async fn call_with_timeout<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        body: &Value,
+        timeout: Option<Duration>,
+    ) -> Result<T, SendFailure> {
         let url = format!(
-            "{}/bot{}/sendMessage",
+            "{}/bot{}/{method}",
             self.config.api_url.trim_end_matches('/'),
             self.config.bot_token
         );
-        let body = serde_json::json!({
-            "chat_id": chat_id,
-            "text": text,
-            "parse_mode": "HTML",
-            "link_preview_options": { "is_disabled": true },
-        });
-        let response = self
-            .http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| SendFailure {
-                code: None,
-                // The URL carries the bot token: never let it into the log.
-                description: e.without_url().to_string(),
-                retryable: true,
-                retry_after_secs: None,
-            })?;
+        let mut request = self.http.post(url).json(body);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = request.send().await.map_err(|e| SendFailure {
+            code: None,
+            // The URL carries the bot token: never let it into the log.
+            description: e.without_url().to_string(),
+            retryable: true,
+            retry_after_secs: None,
+        })?;
         let status = response.status();
         let parsed: Option<ApiResponse> = response.json().await.ok();
         match parsed {
             Some(ApiResponse {
                 ok: true,
-                result: Some(sent),
+                result: Some(result),
                 ..
-            }) => Ok(sent.message_id),
+            }) => serde_json::from_value(result).map_err(|e| SendFailure {
+                code: Some(i64::from(status.as_u16())),
+                description: format!("{method}: unexpected result: {e}"),
+                retryable: false,
+                retry_after_secs: None,
+            }),
             Some(answer) => {
                 let code = answer.error_code.unwrap_or(i64::from(status.as_u16()));
                 Err(SendFailure {
@@ -105,5 +133,95 @@ impl TelegramClient {
                 retry_after_secs: None,
             }),
         }
+    }
+
+    /// Send `text` (Telegram HTML) to a chat; returns the message id.
+    pub async fn send_message(&self, chat_id: i64, text: &str) -> Result<i64, SendFailure> {
+        let target = ChatTarget {
+            chat_id,
+            topic_id: None,
+        };
+        self.send(target, text, &[]).await
+    }
+
+    /// Send `text` to a chat or forum topic, with one row of inline buttons when there are any.
+    pub async fn send(
+        &self,
+        target: ChatTarget,
+        text: &str,
+        buttons: &[InlineButton],
+    ) -> Result<i64, SendFailure> {
+        let mut body = json!({
+            "chat_id": target.chat_id,
+            "text": text,
+            "parse_mode": "HTML",
+            "link_preview_options": { "is_disabled": true },
+        });
+        if let Some(topic) = target.topic_id {
+            body["message_thread_id"] = json!(topic);
+        }
+        if !buttons.is_empty() {
+            body["reply_markup"] = json!({ "inline_keyboard": [buttons] });
+        }
+        let sent: SentMessage = self.call("sendMessage", &body).await?;
+        Ok(sent.message_id)
+    }
+
+    /// Long polling: updates from `offset` on, waiting up to `wait` for one to arrive. Telegram forgets every
+    /// update below `offset`, so callers pass it only once what came before is stored.
+    pub async fn get_updates(
+        &self,
+        offset: i64,
+        wait: Duration,
+    ) -> Result<Vec<Value>, SendFailure> {
+        let body = json!({
+            "offset": offset,
+            "timeout": wait.as_secs(),
+            "allowed_updates": ["message", "callback_query"],
+        });
+        // The HTTP request must outlive the long poll.
+        self.call_with_timeout("getUpdates", &body, Some(wait + self.config.timeout))
+            .await
+    }
+
+    /// The bot's own username, for `/command@bot` in groups and for deep links.
+    pub async fn get_me(&self) -> Result<Option<String>, SendFailure> {
+        let me: Value = self.call("getMe", &json!({})).await?;
+        Ok(me["username"].as_str().map(str::to_owned))
+    }
+
+    /// Point Telegram at Herald's webhook, with the secret it must echo in `X-Telegram-Bot-Api-Secret-Token`.
+    pub async fn set_webhook(&self, url: &str, secret_token: &str) -> Result<(), SendFailure> {
+        let body = json!({
+            "url": url,
+            "secret_token": secret_token,
+            "allowed_updates": ["message", "callback_query"],
+        });
+        self.call::<Value>("setWebhook", &body).await.map(|_| ())
+    }
+
+    /// Long polling and a webhook exclude each other: polling starts by removing any webhook.
+    pub async fn delete_webhook(&self) -> Result<(), SendFailure> {
+        self.call::<Value>("deleteWebhook", &json!({}))
+            .await
+            .map(|_| ())
+    }
+
+    /// Stop the spinner on a pressed inline button, with a short notice.
+    pub async fn answer_callback_query(&self, id: &str, text: &str) -> Result<(), SendFailure> {
+        let body = json!({ "callback_query_id": id, "text": text });
+        self.call::<Value>("answerCallbackQuery", &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Is `user_id` an administrator (or the creator) of `chat_id`?
+    pub async fn is_chat_admin(&self, chat_id: i64, user_id: i64) -> Result<bool, SendFailure> {
+        let body = json!({ "chat_id": chat_id, "user_id": user_id });
+        let member: Value = self.call("getChatMember", &body).await?;
+        Ok(matches!(
+            member["status"].as_str(),
+            Some("creator" | "administrator")
+        ))
     }
 }

@@ -1,0 +1,178 @@
+//! Herald's SMTP client against a real SMTP server (aiosmtpd): what arrives, and how refusals are classified.
+
+use std::time::Duration;
+
+use workers::email::{EmailConfig, Mailer, OutgoingEmail};
+
+use crate::smtp::{free_port, SmtpServer};
+
+fn mailer(url: String) -> Mailer {
+    Mailer::new(EmailConfig {
+        url,
+        from: "Herald <herald@example.com>".to_owned(),
+        timeout: Duration::from_secs(5),
+    })
+    .expect("a valid email configuration")
+}
+
+fn email(to: &str, subject: &str) -> OutgoingEmail {
+    OutgoingEmail {
+        to: to.to_owned(),
+        subject: subject.to_owned(),
+        text: "main is red: job test failed.\nhttps://ci.example.com/builds/42\n".to_owned(),
+        html: None,
+        list_unsubscribe: None,
+    }
+}
+
+#[tokio::test]
+async fn a_multipart_message_arrives_with_its_headers() {
+    let server = SmtpServer::start().await;
+    let mailer = mailer(server.url());
+    let unsubscribe = "https://herald.example.com/api/v1/unsubscribe/3f2a?token=abc";
+    let sent = OutgoingEmail {
+        html: Some("<p>main is <b>red</b>: job <code>test</code> failed.</p>\n".to_owned()),
+        list_unsubscribe: Some(unsubscribe.to_owned()),
+        ..email(
+            "  Ann.Smith@Example.COM ",
+            "[herald/api] Build #42 failed on main",
+        )
+    };
+
+    let message_id = mailer.send(&sent).await.expect("sent");
+
+    let received = server.wait_for(1).await;
+    assert_eq!(received.len(), 1);
+    let mail = &received[0];
+    assert_eq!(mail.subject, "[herald/api] Build #42 failed on main");
+    assert_eq!(mail.to, "Ann.Smith@example.com");
+    assert_eq!(mail.from, "Herald <herald@example.com>");
+    assert_eq!(mail.text.replace("\r\n", "\n"), sent.text);
+    assert_eq!(
+        mail.html.as_deref().map(|h| h.replace("\r\n", "\n")),
+        sent.html
+    );
+    assert!(
+        message_id.starts_with('<') && message_id.ends_with("@example.com>"),
+        "{message_id}"
+    );
+    assert_eq!(mail.header("Message-ID"), Some(message_id.as_str()));
+    assert_eq!(
+        mail.header("List-Unsubscribe"),
+        Some(format!("<{unsubscribe}>").as_str())
+    );
+    assert_eq!(
+        mail.header("List-Unsubscribe-Post"),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let content_type = mail.header("Content-Type").expect("a Content-Type");
+    assert!(
+        content_type.starts_with("multipart/alternative"),
+        "{content_type}"
+    );
+    // The envelope recipient is the normalized address too (aiosmtpd records it).
+    assert_eq!(mail.header("X-RcptTo"), Some("Ann.Smith@example.com"));
+}
+
+#[tokio::test]
+async fn a_plain_message_has_no_html_and_umlauts_arrive_intact() {
+    let server = SmtpServer::start().await;
+    let mailer = mailer(server.url());
+    let subject = "Build fehlgeschlagen: Größenprüfung für »Über-Dienst« – schön kaputt ✗";
+    let sent = OutgoingEmail {
+        text: "Jörg, die Prüfung ist fehlgeschlagen. Grüße, Herald\n".to_owned(),
+        ..email("joerg@example.de", subject)
+    };
+
+    let first = mailer.send(&sent).await.expect("sent");
+    // A second message reuses the pooled connection.
+    let second = mailer
+        .send(&email("joerg@example.de", "zweite Nachricht"))
+        .await
+        .expect("sent");
+    assert_ne!(first, second);
+
+    let received = server.wait_for(2).await;
+    let mail = received
+        .iter()
+        .find(|m| m.header("Message-ID") == Some(first.as_str()))
+        .expect("the first message");
+    assert_eq!(mail.subject, subject);
+    // Line breaks aside: a single-part body gains a blank line or two at its end on the way.
+    assert_eq!(
+        mail.text.replace("\r\n", "\n").trim_end(),
+        sent.text.trim_end()
+    );
+    assert_eq!(mail.html, None);
+    let content_type = mail.header("Content-Type").expect("a Content-Type");
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert_eq!(mail.header("List-Unsubscribe"), None);
+    assert!(received.iter().any(|m| m.subject == "zweite Nachricht"));
+}
+
+#[tokio::test]
+async fn a_refused_recipient_is_a_permanent_failure_with_the_smtp_code() {
+    let server = SmtpServer::start().await;
+    let mailer = mailer(server.url());
+
+    let failure = mailer
+        .send(&email("refused@example.com", "nobody reads this"))
+        .await
+        .expect_err("refused");
+    assert_eq!(failure.code, Some(550));
+    assert!(!failure.retryable, "{failure:?}");
+    assert!(
+        failure.description.contains("No such mailbox"),
+        "{failure:?}"
+    );
+
+    // The mailer still works afterwards.
+    mailer
+        .send(&email("ann@example.com", "still here"))
+        .await
+        .expect("sent");
+    let received = server.wait_for(1).await;
+    assert_eq!(received.len(), 1, "only the accepted message is stored");
+    assert_eq!(received[0].subject, "still here");
+}
+
+#[tokio::test]
+async fn a_transient_refusal_is_retryable() {
+    let server = SmtpServer::start().await;
+    let mailer = mailer(server.url());
+
+    let failure = mailer
+        .send(&email("greylisted@example.com", "later"))
+        .await
+        .expect_err("greylisted");
+    assert_eq!(failure.code, Some(451));
+    assert!(failure.retryable, "{failure:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_retryable_and_the_password_stays_out_of_the_description() {
+    let port = free_port();
+    let mailer = mailer(format!("smtp://herald:s3cret-Pa55@127.0.0.1:{port}"));
+
+    let failure = mailer
+        .send(&email("ann@example.com", "nobody listens"))
+        .await
+        .expect_err("connection refused");
+    assert!(failure.retryable, "{failure:?}");
+    assert_eq!(failure.code, None);
+    assert!(!failure.description.is_empty());
+    assert!(!failure.description.contains("s3cret-Pa55"), "{failure:?}");
+}
+
+#[tokio::test]
+async fn a_bad_recipient_fails_permanently_before_connecting() {
+    // Nothing listens here: the address is refused before any connection is tried.
+    let mailer = mailer(format!("smtp://127.0.0.1:{}", free_port()));
+
+    let failure = mailer
+        .send(&email("Ann <ann@example.com>", "never sent"))
+        .await
+        .expect_err("refused");
+    assert!(!failure.retryable, "{failure:?}");
+    assert_eq!(failure.code, None);
+}
