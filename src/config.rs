@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use workers::bot::BotMode;
 use workers::{KafkaConfig, TelegramConfig};
 
 use crate::ops::backup::{parse_interval, Schedule};
@@ -48,6 +49,12 @@ pub struct Config {
     pub telegram_bot_token: Option<String>,
     pub telegram_bot_token_file: Option<PathBuf>,
     pub telegram_timeout_secs: u64,
+    /// `polling` (getUpdates; no public URL needed), `webhook` (Telegram posts to
+    /// `<public_url>/api/v1/telegram/webhook`; needs `telegram_webhook_secret`) or `off`.
+    pub telegram_bot_mode: String,
+    /// The secret Telegram echoes in `X-Telegram-Bot-Api-Secret-Token` (1-256 of `A-Z a-z 0-9 _ -`).
+    pub telegram_webhook_secret: Option<String>,
+    pub telegram_webhook_secret_file: Option<PathBuf>,
     pub delivery_max_attempts: u32,
     /// Consecutive provider outages (timeouts, 5xx) that open the delivery circuit breaker.
     pub delivery_breaker_threshold: u32,
@@ -98,6 +105,9 @@ impl Default for Config {
             telegram_bot_token: None,
             telegram_bot_token_file: None,
             telegram_timeout_secs: 10,
+            telegram_bot_mode: "polling".into(),
+            telegram_webhook_secret: None,
+            telegram_webhook_secret_file: None,
             delivery_max_attempts: 5,
             delivery_breaker_threshold: 5,
             delivery_breaker_cooldown_secs: 30,
@@ -209,6 +219,11 @@ impl Config {
         )?;
         read("jwt_secret", &mut self.jwt_secret, &self.jwt_secret_file)?;
         read(
+            "telegram_webhook_secret",
+            &mut self.telegram_webhook_secret,
+            &self.telegram_webhook_secret_file,
+        )?;
+        read(
             "jwt_previous_secret",
             &mut self.jwt_previous_secret,
             &self.jwt_previous_secret_file,
@@ -223,6 +238,34 @@ impl Config {
             self.database_url = content.trim().to_owned();
         }
         Ok(())
+    }
+
+    /// How the bot gets its updates, checked.
+    fn bot_mode(&self, public_url: &str) -> Result<Option<BotMode>, ConfigError> {
+        match self.telegram_bot_mode.as_str() {
+            "off" => Ok(None),
+            "polling" => Ok(Some(BotMode::Polling)),
+            "webhook" => {
+                let secret = self.telegram_webhook_secret.clone().unwrap_or_default();
+                let valid = (1..=256).contains(&secret.len())
+                    && secret
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !valid {
+                    return Err(invalid("HERALD_TELEGRAM_BOT_MODE=webhook needs HERALD_TELEGRAM_WEBHOOK_SECRET: 1 to 256 of A-Z, a-z, 0-9, _ and -"));
+                }
+                Ok(Some(BotMode::Webhook {
+                    url: format!(
+                        "{}/api/v1/telegram/webhook",
+                        public_url.trim_end_matches('/')
+                    ),
+                    secret,
+                }))
+            }
+            other => Err(invalid(format!(
+                "HERALD_TELEGRAM_BOT_MODE must be polling, webhook or off (got {other:?})"
+            ))),
+        }
     }
 
     /// Check every setting and turn them into what [`crate::start`] takes.
@@ -287,6 +330,7 @@ impl Config {
                 keep: self.backup_keep,
             }),
         };
+        let bot = self.bot_mode(&public_url)?;
         if self.request_timeout_secs == 0 {
             return Err(invalid("HERALD_REQUEST_TIMEOUT_SECS must be at least 1"));
         }
@@ -321,6 +365,7 @@ impl Config {
                     timeout: Duration::from_secs(self.telegram_timeout_secs.max(1)),
                 }),
             max_delivery_attempts: self.delivery_max_attempts,
+            bot,
             backups,
             jwt: self.jwt_keys()?,
             webhook_secret_overlap: Duration::from_secs(self.webhook_secret_overlap_secs),
@@ -372,7 +417,12 @@ impl Config {
     /// The configuration as JSON with every secret replaced by `"<redacted>"`, for `herald config check`.
     pub fn redacted(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
-        for key in ["telegram_bot_token", "jwt_secret", "jwt_previous_secret"] {
+        for key in [
+            "telegram_bot_token",
+            "telegram_webhook_secret",
+            "jwt_secret",
+            "jwt_previous_secret",
+        ] {
             if value[key].is_string() {
                 value[key] = "<redacted>".into();
             }

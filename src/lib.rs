@@ -45,6 +45,8 @@ pub struct Settings {
     pub http: api::HttpSettings,
     /// When the delivery worker stops calling a provider that is down.
     pub breaker: BreakerSettings,
+    /// How the bot gets updates (with a Telegram token); `None`: no bot.
+    pub bot: Option<workers::bot::BotMode>,
 }
 
 impl Settings {
@@ -64,6 +66,7 @@ impl Settings {
             limits: api::limits::LimitSettings::default(),
             http: api::HttpSettings::default(),
             breaker: BreakerSettings::default(),
+            bot: None,
         }
     }
 }
@@ -119,15 +122,18 @@ pub enum Role {
     Projections,
     Planner,
     Delivery,
+    /// The Telegram bot: needs a bot token, and runs in one process per token.
+    Bot,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Api,
         Role::Relay,
         Role::Projections,
         Role::Planner,
         Role::Delivery,
+        Role::Bot,
     ];
 }
 
@@ -294,6 +300,27 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
             ),
         }
     }
+    if roles.contains(&Role::Bot) {
+        match (&settings.telegram, &settings.bot) {
+            (Some(config), Some(mode)) => {
+                let client = Arc::new(
+                    TelegramClient::new(config.clone()).context("cannot build the HTTP client")?,
+                );
+                // The username makes `/command@bot` in groups unambiguous; without it every addressed command
+                // is taken as ours.
+                let username = client.get_me().await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e.description, "getMe failed; the bot answers commands for any bot name");
+                    None
+                });
+                let bot = workers::bot::Bot::new(commands.clone(), client.clone(), username);
+                let inbox = commands::telegram_inbox::TelegramInbox::new(pool.clone());
+                let runner = workers::bot::BotRunner::new(bot, client, inbox, mode.clone());
+                tasks.push(("bot", tokio::spawn(runner.run(shutdown.clone()))));
+            }
+            (None, _) => tracing::info!("no Telegram token: the bot is off"),
+            (Some(_), None) => tracing::info!("HERALD_TELEGRAM_BOT_MODE=off: the bot is off"),
+        }
+    }
     if let Stream::InProcess(bus) = &stream {
         // Registered before the relay starts, so the first batch already waits for every group.
         for handler in &handlers {
@@ -344,6 +371,9 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         .with_limits(&settings.limits)
         .with_http(settings.http.clone())
         .with_metrics(metrics.clone());
+        if let Some(workers::bot::BotMode::Webhook { secret, .. }) = &settings.bot {
+            state = state.with_telegram_webhook(secret.clone());
+        }
         if let Some(kafka) = &settings.kafka {
             state = state.with_stream_status(Arc::new(KafkaStatus(kafka.clone())));
         }

@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything in one process: API, relay, projections, planner, delivery.
+    /// Everything in one process: API, relay, projections, planner, delivery, bot.
     Run,
     /// The HTTP API only.
     Serve,
@@ -219,6 +219,8 @@ enum WorkerRole {
     Projections,
     Planner,
     Delivery,
+    /// The Telegram bot (one per bot token: Telegram allows one poller).
+    Bot,
 }
 
 /// Logs to stderr; `json` lines carry the span fields, so every line of a request has its `trace_id`.
@@ -513,9 +515,11 @@ async fn run(cli: Cli, settings: herald::Settings) -> anyhow::Result<()> {
             WorkerRole::Projections => Role::Projections,
             WorkerRole::Planner => Role::Planner,
             WorkerRole::Delivery => Role::Delivery,
+            WorkerRole::Bot => Role::Bot,
         }],
     };
-    if settings.kafka.is_none() && roles.len() == 1 && roles != [Role::Api] {
+    if settings.kafka.is_none() && roles.len() == 1 && roles != [Role::Api] && roles != [Role::Bot]
+    {
         anyhow::bail!("this role reads the event stream from Kafka: set HERALD_KAFKA_BROKERS, or use `herald run` for all-in-one");
     }
     let mut running = herald::start(&settings, &roles).await?;

@@ -15,7 +15,9 @@ mod openapi;
 mod operations;
 mod projects;
 mod status;
+mod subscribers;
 mod subscriptions;
+mod telegram;
 mod telemetry;
 mod webhooks;
 
@@ -35,6 +37,7 @@ use auth::jwt::JwtKeys;
 use auth::keys::ApiKeys;
 pub use error::ApiError;
 use limits::{LimitSettings, Limits};
+pub use subscribers::{BoxFuture, VerificationMailer};
 
 /// Something `/ready` checks besides Postgres (Kafka, when configured).
 #[async_trait]
@@ -68,6 +71,12 @@ pub struct AppState {
     pub http: HttpSettings,
     /// The delivery circuit breakers running in this process, for the status answer.
     pub breakers: Option<BreakerViews>,
+    /// The secret Telegram echoes on webhook calls; `None`: the bot webhook is off (404).
+    pub telegram_webhook_secret: Option<String>,
+    /// Sends email verification links; without it, email contacts are refused (503).
+    pub mailer: Option<Arc<dyn VerificationMailer>>,
+    /// The Telegram bot's username, for link-code deep links (`https://t.me/<bot>?start=<code>`).
+    pub bot_username: Option<String>,
 }
 
 /// Reads the circuit breakers of delivery workers in this process.
@@ -123,11 +132,34 @@ impl AppState {
             metrics: None,
             http: HttpSettings::default(),
             breakers: None,
+            telegram_webhook_secret: None,
+            mailer: None,
+            bot_username: None,
         }
+    }
+
+    /// Send email verification links with this mailer.
+    pub fn with_mailer(mut self, mailer: Arc<dyn VerificationMailer>) -> Self {
+        self.mailer = Some(mailer);
+        self
+    }
+
+    /// The bot's username (with or without `@`), for link-code deep links.
+    pub fn with_bot_username(mut self, username: impl Into<String>) -> Self {
+        let username = username.into();
+        let username = username.trim().trim_start_matches('@');
+        self.bot_username = (!username.is_empty()).then(|| username.to_owned());
+        self
     }
 
     pub fn with_breakers(mut self, breakers: BreakerViews) -> Self {
         self.breakers = Some(breakers);
+        self
+    }
+
+    /// Accept Telegram bot updates on `/api/v1/telegram/webhook` carrying this secret.
+    pub fn with_telegram_webhook(mut self, secret: String) -> Self {
+        self.telegram_webhook_secret = Some(secret);
         self
     }
 
@@ -204,7 +236,9 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
     utoipa_axum::router::OpenApiRouter::with_openapi(openapi::base())
         .merge(health::router())
         .merge(projects::router())
+        .merge(subscribers::router())
         .merge(subscriptions::router())
+        .merge(telegram::router())
         .merge(webhooks::router())
         .merge(dlq::router())
         .merge(audit::router())

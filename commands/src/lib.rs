@@ -16,6 +16,7 @@ pub mod providers;
 pub(crate) mod secrets;
 mod service;
 pub mod subscribers;
+pub mod telegram_inbox;
 pub mod template;
 pub mod trace;
 

@@ -35,12 +35,14 @@ impl ChatKind {
             "group" => Self::Group,
             "supergroup" => Self::Supergroup,
             "channel" => Self::Channel,
-            other => return Err(InvalidValue::new(
-                "chat_type",
-                format!(
+            other => {
+                return Err(InvalidValue::new(
+                    "chat_type",
+                    format!(
                     "unknown chat type {other:?}; expected private, group, supergroup or channel"
                 ),
-            )),
+                ))
+            }
         })
     }
 

@@ -298,3 +298,295 @@ pub async fn notification(
         .fetch_optional(pool)
         .await
 }
+
+/// A subscriber with its preferences, mute state and contacts, for `/api/v1/subscribers`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SubscriberView {
+    pub subscriber_id: Uuid,
+    pub name: String,
+    pub preferences: PreferencesView,
+    /// Muted now: until `muted_until`, or until unmuted when that is absent.
+    pub muted: bool,
+    /// When the mute ends; absent when not muted, or muted until unmuted.
+    pub muted_until: Option<DateTime<Utc>>,
+    /// The contacts that were not removed, oldest first.
+    pub contacts: Vec<ContactView>,
+    /// Absent only for a subscriber registered a moment ago that the read model has not caught up with.
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// How a subscriber wants to be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PreferencesView {
+    /// An IANA time zone, e.g. `Europe/Berlin`.
+    pub time_zone: String,
+    /// `en` or `de`.
+    pub language: String,
+    /// No messages between these wall-clock times in `time_zone` (may wrap midnight).
+    pub quiet_hours: Option<QuietHoursView>,
+    /// At most one message per this many minutes per project; absent: every message.
+    pub digest_minutes: Option<u32>,
+}
+
+/// Quiet hours as `HH:MM` wall-clock times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct QuietHoursView {
+    /// e.g. `22:00`
+    pub start: String,
+    /// e.g. `07:00`
+    pub end: String,
+}
+
+impl From<&domain::Preferences> for PreferencesView {
+    fn from(p: &domain::Preferences) -> Self {
+        Self {
+            time_zone: p.time_zone.as_str().to_owned(),
+            language: p.language.as_str().to_owned(),
+            quiet_hours: p.quiet_hours.map(|q| QuietHoursView {
+                start: q.start.format("%H:%M").to_string(),
+                end: q.end.format("%H:%M").to_string(),
+            }),
+            digest_minutes: p.digest_minutes,
+        }
+    }
+}
+
+/// One contact of a subscriber. Never shows verification hashes, nor a push token or Web Push keys in full.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ContactView {
+    pub contact_id: Uuid,
+    /// `telegram`, `email`, `fcm` or `web_push`.
+    pub kind: String,
+    /// Telegram: the chat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<i64>,
+    /// Telegram: `private`, `group`, `supergroup` or `channel`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_type: Option<String>,
+    /// Telegram: a forum topic of a supergroup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<i64>,
+    /// Email: the address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Web Push: the push service's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_service: Option<String>,
+    /// FCM and Web Push: the first characters of the token (for Web Push, of the endpoint's last path segment),
+    /// enough to tell two devices apart and useless for sending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_hint: Option<String>,
+    /// False for an email address until its owner follows the verification link.
+    pub verified: bool,
+    /// False once Herald stopped using it (bot blocked, address bounced) or an operator disabled it.
+    pub enabled: bool,
+    /// Why it is disabled.
+    pub disabled_reason: Option<String>,
+    /// Absent only for a contact the read model has not caught up with yet.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// The first eight characters of a secret-ish token, then an ellipsis.
+fn token_hint(token: &str) -> String {
+    let head: String = token.chars().take(8).collect();
+    format!("{head}…")
+}
+
+impl ContactView {
+    /// A contact as its address and state say, with the secret parts redacted.
+    pub fn from_address(
+        contact_id: Uuid,
+        address: &domain::ContactAddress,
+        verified: bool,
+        enabled: bool,
+    ) -> Self {
+        let mut view = Self {
+            contact_id,
+            kind: address.kind().to_owned(),
+            chat_id: None,
+            chat_type: None,
+            topic_id: None,
+            email: None,
+            push_service: None,
+            token_hint: None,
+            verified,
+            enabled,
+            disabled_reason: None,
+            created_at: None,
+        };
+        match address {
+            domain::ContactAddress::Telegram {
+                chat_id,
+                chat_type,
+                topic_id,
+            } => {
+                view.chat_id = Some(chat_id.get());
+                view.chat_type = Some(chat_type.as_str().to_owned());
+                view.topic_id = *topic_id;
+            }
+            domain::ContactAddress::Email { address } => view.email = Some(address.clone()),
+            domain::ContactAddress::Fcm { token } => view.token_hint = Some(token_hint(token)),
+            domain::ContactAddress::WebPush { endpoint, .. } => {
+                let rest = endpoint
+                    .split_once("://")
+                    .map_or(endpoint.as_str(), |(_, rest)| rest);
+                let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                // Credentials in the authority never show.
+                let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+                let path = rest.split(['?', '#']).next().unwrap_or_default();
+                let last = path
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default();
+                view.push_service = (!host.is_empty()).then(|| host.to_owned());
+                view.token_hint = Some(token_hint(if last == host { "" } else { last }));
+            }
+        }
+        view
+    }
+}
+
+impl SubscriberView {
+    /// A subscriber as its own events say (the read model has not caught up yet): no timestamps, no disable
+    /// reasons.
+    pub fn from_aggregate(subscriber: &domain::Subscriber, at: DateTime<Utc>) -> Option<Self> {
+        let muted = subscriber.is_muted(at);
+        Some(Self {
+            subscriber_id: subscriber.subscriber_id?,
+            name: subscriber.name.clone(),
+            preferences: PreferencesView::from(&subscriber.preferences),
+            muted,
+            muted_until: subscriber.muted.flatten().filter(|_| muted),
+            contacts: subscriber
+                .contacts
+                .iter()
+                .map(|(id, c)| ContactView::from_address(*id, &c.address, c.verified, c.enabled))
+                .collect(),
+            created_at: None,
+            updated_at: None,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SubscriberRow {
+    subscriber_id: Uuid,
+    name: String,
+    time_zone: String,
+    language: String,
+    quiet_start: Option<chrono::NaiveTime>,
+    quiet_end: Option<chrono::NaiveTime>,
+    digest_minutes: Option<i32>,
+    muted_now: bool,
+    muted_until: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ContactRow {
+    contact_id: Uuid,
+    subscriber_id: Uuid,
+    address: sqlx::types::Json<domain::ContactAddress>,
+    verified: bool,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+const SUBSCRIBER_COLUMNS: &str = "subscriber_id, name, time_zone, language, quiet_start, quiet_end,
+    digest_minutes, (muted AND (muted_until IS NULL OR muted_until > now())) AS muted_now,
+    CASE WHEN muted AND muted_until > now() THEN muted_until END AS muted_until, created_at, updated_at";
+
+/// Subscribers, oldest first; `name` keeps those whose name contains it (any case).
+pub async fn subscribers(
+    pool: &PgPool,
+    name: Option<&str>,
+    page: Page,
+) -> Result<Vec<SubscriberView>, sqlx::Error> {
+    let rows: Vec<SubscriberRow> = sqlx::query_as(&format!(
+        "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers
+          WHERE $1::text IS NULL OR strpos(lower(name), lower($1)) > 0
+          ORDER BY created_at, subscriber_id LIMIT $2 OFFSET $3"
+    ))
+    .bind(name)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await?;
+    with_contacts(pool, rows).await
+}
+
+pub async fn subscriber(
+    pool: &PgPool,
+    subscriber_id: Uuid,
+) -> Result<Option<SubscriberView>, sqlx::Error> {
+    let row: Option<SubscriberRow> = sqlx::query_as(&format!(
+        "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE subscriber_id = $1"
+    ))
+    .bind(subscriber_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(with_contacts(pool, row.into_iter().collect()).await?.pop())
+}
+
+/// The subscribers' views, each with its contacts (one query for all of them).
+async fn with_contacts(
+    pool: &PgPool,
+    rows: Vec<SubscriberRow>,
+) -> Result<Vec<SubscriberView>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.subscriber_id).collect();
+    let contacts: Vec<ContactRow> = sqlx::query_as(
+        "SELECT contact_id, subscriber_id, address, verified, enabled, disabled_reason, created_at
+           FROM contacts WHERE subscriber_id = ANY($1) AND NOT removed
+          ORDER BY created_at, contact_id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let quiet_hours =
+                row.quiet_start
+                    .zip(row.quiet_end)
+                    .map(|(start, end)| QuietHoursView {
+                        start: start.format("%H:%M").to_string(),
+                        end: end.format("%H:%M").to_string(),
+                    });
+            SubscriberView {
+                subscriber_id: row.subscriber_id,
+                name: row.name,
+                preferences: PreferencesView {
+                    time_zone: row.time_zone,
+                    language: row.language,
+                    quiet_hours,
+                    digest_minutes: row.digest_minutes.and_then(|m| u32::try_from(m).ok()),
+                },
+                muted: row.muted_now,
+                muted_until: row.muted_until,
+                contacts: contacts
+                    .iter()
+                    .filter(|c| c.subscriber_id == row.subscriber_id)
+                    .map(|c| ContactView {
+                        disabled_reason: c.disabled_reason.clone().filter(|_| !c.enabled),
+                        created_at: Some(c.created_at),
+                        ..ContactView::from_address(
+                            c.contact_id,
+                            &c.address.0,
+                            c.verified,
+                            c.enabled,
+                        )
+                    })
+                    .collect(),
+                created_at: Some(row.created_at),
+                updated_at: Some(row.updated_at),
+            }
+        })
+        .collect())
+}

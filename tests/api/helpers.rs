@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use herald::{Role, Running, Settings};
@@ -71,6 +70,10 @@ pub struct SentMessage {
     pub chat_id: i64,
     pub text: String,
     pub parse_mode: Option<String>,
+    /// `message_thread_id`: the forum topic.
+    pub topic_id: Option<i64>,
+    /// The inline keyboard's buttons, row by row flattened: `(text, callback_data)`.
+    pub buttons: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -78,6 +81,12 @@ struct FakeState {
     calls: Vec<SentMessage>,
     delivered: Vec<SentMessage>,
     script: VecDeque<Reply>,
+    /// Updates not yet confirmed by a `getUpdates` offset past them.
+    updates: Vec<Value>,
+    /// `(chat, user)` pairs that are chat administrators.
+    admins: Vec<(i64, i64)>,
+    /// Every Bot API call other than `sendMessage`: `(method, body)`.
+    other_calls: Vec<(String, Value)>,
 }
 
 /// A Telegram Bot API stand-in that answers like the real one, errors included.
@@ -87,21 +96,96 @@ pub struct FakeTelegram {
     state: Arc<Mutex<FakeState>>,
 }
 
-async fn fake_send_message(
+fn ok(result: Value) -> (StatusCode, Json<Value>) {
+    (StatusCode::OK, Json(json!({"ok": true, "result": result})))
+}
+
+async fn fake_bot_api(
     State(state): State<Arc<Mutex<FakeState>>>,
-    Path(bot): Path<String>,
+    Path((bot, method)): Path<(String, String)>,
     Json(body): Json<Value>,
-) -> impl IntoResponse {
+) -> (StatusCode, Json<Value>) {
     if bot != format!("bot{BOT_TOKEN}") {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})),
         );
     }
+    if method == "sendMessage" {
+        return fake_send_message(&state, &body);
+    }
+    let (answer, idle) = fake_other_method(&state, &method, &body);
+    if idle {
+        // A long poll with nothing to say waits a little, as the real one waits up to `timeout`.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    answer
+}
+
+/// Every method but `sendMessage`; `true` when a `getUpdates` found nothing.
+fn fake_other_method(
+    state: &Arc<Mutex<FakeState>>,
+    method: &str,
+    body: &Value,
+) -> ((StatusCode, Json<Value>), bool) {
+    let mut guard = state.lock().unwrap();
+    guard.other_calls.push((method.to_owned(), body.clone()));
+    let answer = match method {
+        "getMe" => ok(
+            json!({"id": 123456, "is_bot": true, "first_name": "Herald", "username": "herald_test_bot"}),
+        ),
+        "getUpdates" => {
+            // Telegram forgets every update below the offset, and answers from there on.
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            guard
+                .updates
+                .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            let batch: Vec<Value> = guard.updates.iter().take(100).cloned().collect();
+            return (ok(json!(batch)), batch.is_empty());
+        }
+        "getChatMember" => {
+            let pair = (
+                body["chat_id"].as_i64().unwrap_or(0),
+                body["user_id"].as_i64().unwrap_or(0),
+            );
+            let status = if guard.admins.contains(&pair) {
+                "administrator"
+            } else {
+                "member"
+            };
+            ok(
+                json!({"status": status, "user": {"id": pair.1, "is_bot": false, "first_name": "u"}}),
+            )
+        }
+        "setWebhook" | "deleteWebhook" | "answerCallbackQuery" => ok(json!(true)),
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(
+                json!({"ok": false, "error_code": 404, "description": "Not Found: method not found"}),
+            ),
+        ),
+    };
+    (answer, false)
+}
+
+fn fake_send_message(state: &Arc<Mutex<FakeState>>, body: &Value) -> (StatusCode, Json<Value>) {
     let message = SentMessage {
         chat_id: body["chat_id"].as_i64().unwrap_or_default(),
         text: body["text"].as_str().unwrap_or_default().to_owned(),
         parse_mode: body["parse_mode"].as_str().map(str::to_owned),
+        topic_id: body["message_thread_id"].as_i64(),
+        buttons: body["reply_markup"]["inline_keyboard"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+            .map(|b| {
+                (
+                    b["text"].as_str().unwrap_or_default().to_owned(),
+                    b["callback_data"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
     };
     let mut state = state.lock().unwrap();
     state.calls.push(message.clone());
@@ -110,11 +194,8 @@ async fn fake_send_message(
         Reply::Ok => {
             state.delivered.push(message.clone());
             let message_id = state.delivered.len();
-            (
-                StatusCode::OK,
-                Json(
-                    json!({"ok": true, "result": {"message_id": message_id, "chat": {"id": message.chat_id}, "text": message.text}}),
-                ),
+            ok(
+                json!({"message_id": message_id, "chat": {"id": message.chat_id}, "text": message.text}),
             )
         }
         Reply::TooManyRequests { retry_after } => (
@@ -146,7 +227,7 @@ impl FakeTelegram {
     pub async fn start() -> Self {
         let state = Arc::new(Mutex::new(FakeState::default()));
         let app = Router::new()
-            .route("/{bot}/sendMessage", post(fake_send_message))
+            .route("/{bot}/{method}", post(fake_bot_api))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -167,6 +248,32 @@ impl FakeTelegram {
     /// Messages the fake accepted (what a chat would show).
     pub fn delivered(&self) -> Vec<SentMessage> {
         self.state.lock().unwrap().delivered.clone()
+    }
+
+    /// Queue an update for `getUpdates`.
+    pub fn push_update(&self, update: Value) {
+        self.state.lock().unwrap().updates.push(update);
+    }
+
+    /// Updates `getUpdates` would still return (not yet confirmed by an offset).
+    pub fn unconfirmed_updates(&self) -> usize {
+        self.state.lock().unwrap().updates.len()
+    }
+
+    pub fn make_admin(&self, chat_id: i64, user_id: i64) {
+        self.state.lock().unwrap().admins.push((chat_id, user_id));
+    }
+
+    /// Calls of `method` (other than `sendMessage`), with their bodies.
+    pub fn calls_of(&self, method: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .other_calls
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, body)| body.clone())
+            .collect()
     }
 }
 

@@ -19,7 +19,7 @@ use domain::{
 use projections::queries::{self, PlannerSubscription};
 use uuid::Uuid;
 
-use crate::bot::command::{callback_data, BotCommand};
+use crate::bot::command::callback_data;
 use crate::bot::i18n::{button_label, Button as ButtonKind};
 use crate::consumer::{EventHandler, HandlerError};
 
@@ -68,26 +68,16 @@ impl Planner {
 
     /// Mute and subscribe buttons in the subscriber's language.
     fn buttons(run: &RunInfo, language: Language) -> Vec<Button> {
-        let mute = BotCommand::Mute {
-            duration: Some(chrono::Duration::hours(1)),
-        };
-        let subscribe = BotCommand::Subscribe {
-            project: run.project_id.to_string(),
-            branch: None,
-            outcomes: Vec::new(),
-        };
-        [
-            (ButtonKind::Mute1h, mute),
-            (ButtonKind::Subscribe, subscribe),
-        ]
-        .into_iter()
-        .filter_map(|(kind, command)| {
-            Some(Button {
-                text: button_label(kind, language),
-                data: callback_data(&command)?,
+        let project = run.project_id.to_string();
+        [ButtonKind::Mute1h, ButtonKind::Subscribe]
+            .into_iter()
+            .filter_map(|kind| {
+                Some(Button {
+                    text: button_label(kind, language),
+                    data: callback_data(&kind.command(&project))?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 }
 
