@@ -55,6 +55,12 @@ pub struct Config {
     /// The secret Telegram echoes in `X-Telegram-Bot-Api-Secret-Token` (1-256 of `A-Z a-z 0-9 _ -`).
     pub telegram_webhook_secret: Option<String>,
     pub telegram_webhook_secret_file: Option<PathBuf>,
+    /// The SMTP server for email (`smtp://host:587?tls=starttls`, `smtps://user:pass@host`); unset: no email.
+    pub smtp_url: Option<String>,
+    pub smtp_url_file: Option<PathBuf>,
+    /// The From mailbox, e.g. `Herald <herald@example.com>`.
+    pub smtp_from: String,
+    pub smtp_timeout_secs: u64,
     pub delivery_max_attempts: u32,
     /// Consecutive provider outages (timeouts, 5xx) that open the delivery circuit breaker.
     pub delivery_breaker_threshold: u32,
@@ -108,6 +114,10 @@ impl Default for Config {
             telegram_bot_mode: "polling".into(),
             telegram_webhook_secret: None,
             telegram_webhook_secret_file: None,
+            smtp_url: None,
+            smtp_url_file: None,
+            smtp_from: "Herald <herald@localhost>".into(),
+            smtp_timeout_secs: 10,
             delivery_max_attempts: 5,
             delivery_breaker_threshold: 5,
             delivery_breaker_cooldown_secs: 30,
@@ -218,6 +228,7 @@ impl Config {
             &self.telegram_bot_token_file,
         )?;
         read("jwt_secret", &mut self.jwt_secret, &self.jwt_secret_file)?;
+        read("smtp_url", &mut self.smtp_url, &self.smtp_url_file)?;
         read(
             "telegram_webhook_secret",
             &mut self.telegram_webhook_secret,
@@ -238,6 +249,21 @@ impl Config {
             self.database_url = content.trim().to_owned();
         }
         Ok(())
+    }
+
+    /// The SMTP mailer's settings, checked the way the mailer will read them.
+    fn email(&self) -> Result<Option<workers::email::EmailConfig>, ConfigError> {
+        let Some(url) = self.smtp_url.clone().filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let config = workers::email::EmailConfig {
+            url,
+            from: self.smtp_from.clone(),
+            timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
+        };
+        workers::email::check(&config)
+            .map_err(|e| invalid(format!("HERALD_SMTP_URL / HERALD_SMTP_FROM: {e}")))?;
+        Ok(Some(config))
     }
 
     /// How the bot gets its updates, checked.
@@ -366,6 +392,7 @@ impl Config {
                 }),
             max_delivery_attempts: self.delivery_max_attempts,
             bot,
+            email: self.email()?,
             backups,
             jwt: self.jwt_keys()?,
             webhook_secret_overlap: Duration::from_secs(self.webhook_secret_overlap_secs),
@@ -420,6 +447,7 @@ impl Config {
         for key in [
             "telegram_bot_token",
             "telegram_webhook_secret",
+            "smtp_url",
             "jwt_secret",
             "jwt_previous_secret",
         ] {

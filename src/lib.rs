@@ -3,6 +3,7 @@
 //! commands start one each. Tests start exactly the roles they need.
 
 pub mod config;
+mod mail;
 pub mod ops;
 
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct Settings {
     pub breaker: BreakerSettings,
     /// How the bot gets updates (with a Telegram token); `None`: no bot.
     pub bot: Option<workers::bot::BotMode>,
+    /// The SMTP server verification emails go through; `None`: email contacts cannot be added.
+    pub email: Option<workers::email::EmailConfig>,
 }
 
 impl Settings {
@@ -67,6 +70,7 @@ impl Settings {
             http: api::HttpSettings::default(),
             breaker: BreakerSettings::default(),
             bot: None,
+            email: None,
         }
     }
 }
@@ -282,6 +286,11 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
     }
     if roles.contains(&Role::Planner) {
         handlers.push(Arc::new(Planner::new(commands.clone())));
+        let digester = workers::digest::Digester::new(commands.clone());
+        tasks.push((
+            "digests",
+            tokio::spawn(digester.run(std::time::Duration::from_secs(5), shutdown.clone())),
+        ));
     }
     if roles.contains(&Role::Delivery) {
         let wake = Arc::new(tokio::sync::Notify::new());
@@ -373,6 +382,19 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         .with_metrics(metrics.clone());
         if let Some(workers::bot::BotMode::Webhook { secret, .. }) = &settings.bot {
             state = state.with_telegram_webhook(secret.clone());
+        }
+        if let Some(email) = &settings.email {
+            let mailer = workers::email::Mailer::new(email.clone())
+                .context("cannot set up the SMTP mailer")?;
+            state = state.with_mailer(Arc::new(mail::VerificationMail(mailer)));
+        }
+        if let Some(config) = &settings.telegram {
+            // For the deep links link codes come with; a bot that cannot be asked simply gets none.
+            let client =
+                TelegramClient::new(config.clone()).context("cannot build the HTTP client")?;
+            if let Ok(Some(username)) = client.get_me().await {
+                state = state.with_bot_username(username);
+            }
         }
         if let Some(kafka) = &settings.kafka {
             state = state.with_stream_status(Arc::new(KafkaStatus(kafka.clone())));

@@ -14,7 +14,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use commands::{CommandError, Commands};
 use domain::{
     ChatId, ChatKind, ContactAddress, InvalidValue, Language, Preferences, QuietHours,
@@ -678,12 +678,18 @@ async fn mute(
                 "give `until` or `for_secs`, not both".into(),
             ))
         }
-        (Some(until), None) => Some(until),
+        // Microseconds, as the read model keeps times: the answer and a later read agree.
+        (Some(until), None) => Some(until.trunc_subsecs(6)),
         (None, Some(secs)) => {
             let too_long = || InvalidValue::new("for_secs", "is too long");
             let secs = i64::try_from(secs).map_err(|_| too_long())?;
             let duration = chrono::Duration::try_seconds(secs).ok_or_else(too_long)?;
-            Some(at.checked_add_signed(duration).ok_or_else(too_long)?)
+            // Whole seconds: still after `at`, since `for_secs` is at least 1.
+            Some(
+                at.checked_add_signed(duration)
+                    .ok_or_else(too_long)?
+                    .trunc_subsecs(0),
+            )
         }
         (None, None) => None,
     };
@@ -776,13 +782,12 @@ async fn add_contact(
         .language;
     let (token, hash) = Commands::verification_token(subscriber_id, contact_id);
     send_verification(&state, to, &token, language).await?;
-    let to = to.clone();
     state
         .commands
         .add_contact(subscriber_id, contact_id, address, Some(hash), &metadata)
         .await
         .inspect_err(|e| {
-            tracing::warn!(error = %e, %subscriber_id, %contact_id, address = %to,
+            tracing::warn!(error = %e, %subscriber_id, %contact_id,
                 "a verification email went out but its contact was not recorded; its link will not work");
         })?;
     Ok(created_contact(contact_id, kind, false))

@@ -129,7 +129,7 @@ pub async fn dry_run(pool: &PgPool, request: &DryRunRequest) -> Result<DryRunRep
                         ("template_error", Some(e.to_string()), None)
                     }
                 },
-                Decision::Suppress { reason } => {
+                Decision::Suppress { reason } | Decision::Hold { reason, .. } => {
                     report.would_suppress += 1;
                     ("would_suppress", Some(reason.to_owned()), None)
                 }

@@ -6,7 +6,7 @@
 //! state of its contact and owner, then pacing), and the first failing one is the reason.
 
 use chrono::{DateTime, Duration, Utc};
-use domain::{ContactAddress, RunFacts, SubscriptionFilter};
+use domain::{ContactAddress, Preferences, RunFacts, SubscriptionFilter};
 
 /// What the planner decides for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +15,11 @@ pub enum Decision {
     /// Machine-readable reason, as `NotificationSuppressed` records it.
     Suppress {
         reason: &'static str,
+    },
+    /// Not now: kept for the digest sent at `until` (`quiet_hours` or `digest_window`).
+    Hold {
+        reason: &'static str,
+        until: DateTime<Utc>,
     },
 }
 
@@ -26,6 +31,8 @@ pub const MUTED: &str = "muted";
 pub const MIN_INTERVAL: &str = "min_interval";
 /// The contact is an email address or a push target, and this Herald does not deliver to those yet.
 pub const CHANNEL_UNAVAILABLE: &str = "channel_unavailable";
+pub const QUIET_HOURS: &str = "quiet_hours";
+pub const DIGEST_WINDOW: &str = "digest_window";
 
 /// What the planner knows of the contact and the subscriber behind a subscription.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +44,10 @@ pub struct Recipient {
     pub muted_until: Option<DateTime<Utc>>,
     /// When this subscription last had a message planned.
     pub last_planned: Option<DateTime<Utc>>,
+    /// The owner's quiet hours and digest mode (none for a bare chat).
+    pub preferences: Option<Preferences>,
+    /// When this subscription last had a message planned for the run's project (for digest mode).
+    pub last_planned_for_project: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +86,27 @@ pub fn decide(
     let interval = Duration::seconds(i64::from(filter.min_interval_secs));
     if filter.min_interval_secs > 0 && recipient.last_planned.is_some_and(|t| now - t < interval) {
         return suppress(MIN_INTERVAL);
+    }
+    let Some(preferences) = &recipient.preferences else {
+        return Decision::Send;
+    };
+    if let Some(until) = preferences.quiet_until(now) {
+        return Decision::Hold {
+            reason: QUIET_HOURS,
+            until,
+        };
+    }
+    if let (Some(minutes), Some(last)) = (
+        preferences.digest_minutes,
+        recipient.last_planned_for_project,
+    ) {
+        let window_end = last + Duration::minutes(i64::from(minutes));
+        if now < window_end {
+            return Decision::Hold {
+                reason: DIGEST_WINDOW,
+                until: window_end,
+            };
+        }
     }
     Decision::Send
 }
@@ -134,7 +166,7 @@ mod tests {
         let now = Utc::now();
         let reason = |r: &Recipient, outcome| match decide(&filter(), &run(outcome), r, now) {
             Decision::Send => "send",
-            Decision::Suppress { reason } => reason,
+            Decision::Suppress { reason } | Decision::Hold { reason, .. } => reason,
         };
         assert_eq!(reason(&Recipient::default(), Outcome::Failed), "send");
         assert_eq!(
@@ -162,5 +194,45 @@ mod tests {
         assert_eq!(reason(&muted, Outcome::Failed), MIN_INTERVAL);
         muted.last_planned = Some(now - Duration::seconds(600));
         assert_eq!(reason(&muted, Outcome::Failed), "send");
+    }
+
+    #[test]
+    fn quiet_hours_and_digest_windows_hold_until_they_end() {
+        let now = DateTime::parse_from_rfc3339("2026-03-01T23:30:00Z")
+            .unwrap()
+            .to_utc();
+        let mut recipient = contact(true, true, false);
+        recipient.preferences = Some(Preferences {
+            quiet_hours: Some(domain::QuietHours::parse("23:00", "06:30").unwrap()),
+            digest_minutes: Some(30),
+            ..Preferences::default()
+        });
+        let held = decide(&filter(), &run(Outcome::Failed), &recipient, now);
+        let morning = DateTime::parse_from_rfc3339("2026-03-02T06:30:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            held,
+            Decision::Hold {
+                reason: QUIET_HOURS,
+                until: morning
+            }
+        );
+        let noon = DateTime::parse_from_rfc3339("2026-03-02T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        recipient.last_planned_for_project = Some(noon - Duration::minutes(10));
+        assert_eq!(
+            decide(&filter(), &run(Outcome::Failed), &recipient, noon),
+            Decision::Hold {
+                reason: DIGEST_WINDOW,
+                until: noon + Duration::minutes(20)
+            }
+        );
+        recipient.last_planned_for_project = Some(noon - Duration::minutes(30));
+        assert_eq!(
+            decide(&filter(), &run(Outcome::Failed), &recipient, noon),
+            Decision::Send
+        );
     }
 }

@@ -147,6 +147,47 @@ impl MessageRenderer {
 impl MessageRenderer {
     /// The built-in "a run started" text, as notifications record it.
     pub const TELEGRAM_STARTED: &'static str = "builtin/telegram_started@1";
+    /// The built-in digest text.
+    pub const TELEGRAM_DIGEST: &'static str = "builtin/telegram_digest@1";
+
+    /// One line for a digest: what happened to which run, with a link.
+    pub fn telegram_summary(run: &RunInfo, verdict: Option<&Verdict>) -> String {
+        let (emoji, what) = match verdict {
+            None => ("🔄", "started".to_owned()),
+            Some(v) => match (v.outcome, v.transition) {
+                (_, Transition::Broken) => ("🔴", "broke".to_owned()),
+                (_, Transition::StillFailing) => ("🔴", "still failing".to_owned()),
+                (_, Transition::Fixed) => ("✅", "fixed".to_owned()),
+                (outcome, _) => ("⚪", outcome.as_str().replace('_', " ")),
+            },
+        };
+        let name = format!(
+            "<b>{}</b> {} on <code>{}</code>",
+            escape_telegram_html(&run.repository),
+            escape_telegram_html(&run.workflow),
+            escape_telegram_html(run.branch.as_deref().unwrap_or("(none)")),
+        );
+        match &run.url {
+            Some(url) => format!(
+                "{emoji} {name}: <a href=\"{}\">{what}</a>",
+                escape_telegram_html(url)
+            ),
+            None => format!("{emoji} {name}: {what}"),
+        }
+    }
+
+    /// A digest: the held lines under one heading, cut cleanly to Telegram's limit.
+    pub fn telegram_digest(lines: &[String]) -> String {
+        let mut text = format!(
+            "🗞 <b>{} build update(s) while you were away</b>\n",
+            lines.len()
+        );
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        truncate(text, TELEGRAM_MAX_CHARS)
+    }
 
     /// The Telegram HTML text announcing that a run started (for subscriptions to `started`).
     pub fn telegram_started(&self, run: &RunInfo) -> String {

@@ -72,6 +72,27 @@ pub enum NotificationCommand {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// Not now: quiet hours or the digest window. The message waits, summed up in one line, and goes out in
+    /// the digest at `until`.
+    Hold {
+        notification_id: Uuid,
+        build_run_id: String,
+        project_id: Uuid,
+        subscription_id: Uuid,
+        subscription_version: i64,
+        /// `quiet_hours` or `digest_window`.
+        reason: String,
+        channel: Channel,
+        /// The line this build gets in the digest (Telegram HTML).
+        summary: String,
+        until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// A held notification went out as part of the digest `digest_id`.
+    FoldIntoDigest {
+        digest_id: Uuid,
+        at: DateTime<Utc>,
+    },
     StartAttempt {
         at: DateTime<Utc>,
     },
@@ -133,6 +154,22 @@ pub enum NotificationEvent {
         reason: String,
         suppressed_at: DateTime<Utc>,
     },
+    NotificationHeld {
+        notification_id: Uuid,
+        build_run_id: String,
+        project_id: Uuid,
+        subscription_id: Uuid,
+        subscription_version: i64,
+        reason: String,
+        channel: Channel,
+        summary: String,
+        held_until: DateTime<Utc>,
+        held_at: DateTime<Utc>,
+    },
+    FoldedIntoDigest {
+        digest_id: Uuid,
+        folded_at: DateTime<Utc>,
+    },
     AttemptStarted {
         attempt: u32,
         started_at: DateTime<Utc>,
@@ -170,6 +207,8 @@ impl DomainEvent for NotificationEvent {
         match self {
             Self::NotificationPlanned { .. } => "NotificationPlanned",
             Self::NotificationSuppressed { .. } => "NotificationSuppressed",
+            Self::NotificationHeld { .. } => "NotificationHeld",
+            Self::FoldedIntoDigest { .. } => "FoldedIntoDigest",
             Self::AttemptStarted { .. } => "AttemptStarted",
             Self::Delivered { .. } => "Delivered",
             Self::AttemptFailed { .. } => "AttemptFailed",
@@ -196,6 +235,10 @@ pub enum NotificationError {
     NoSuchAttempt(u32),
     #[error("only a dead-lettered notification can be redriven or discarded")]
     NotDeadLettered,
+    #[error(
+        "only a held notification is folded into a digest, and a held one is never sent on its own"
+    )]
+    NotHeld,
 }
 
 /// Where a notification ended.
@@ -203,6 +246,8 @@ pub enum NotificationError {
 #[serde(rename_all = "snake_case")]
 pub enum Settled {
     Suppressed,
+    /// Held, then sent as a line of a digest.
+    Digested,
     Delivered,
     DeadLettered,
     Discarded,
@@ -219,6 +264,9 @@ pub struct Notification {
     pub in_flight: Option<u32>,
     pub settled: Option<Settled>,
     pub retry_at: Option<DateTime<Utc>>,
+    /// Held for a digest until then.
+    #[serde(default)]
+    pub held_until: Option<DateTime<Utc>>,
     /// Attempts made before the last redrive; the attempt budget counts from here.
     pub attempts_before_redrive: u32,
 }
@@ -315,7 +363,50 @@ impl Aggregate for Notification {
                     suppressed_at: at,
                 }]
             }
+            NotificationCommand::Hold {
+                notification_id,
+                build_run_id,
+                project_id,
+                subscription_id,
+                subscription_version,
+                reason,
+                channel,
+                summary,
+                until,
+                at,
+            } => {
+                if self.notification_id.is_some() {
+                    return Ok(());
+                }
+                vec![NotificationEvent::NotificationHeld {
+                    notification_id,
+                    build_run_id,
+                    project_id,
+                    subscription_id,
+                    subscription_version,
+                    reason,
+                    channel,
+                    summary,
+                    held_until: until,
+                    held_at: at,
+                }]
+            }
+            NotificationCommand::FoldIntoDigest { digest_id, at } => {
+                if self.held_until.is_none() {
+                    return Err(NotificationError::NotHeld);
+                }
+                if self.settled == Some(Settled::Digested) {
+                    return Ok(());
+                }
+                vec![NotificationEvent::FoldedIntoDigest {
+                    digest_id,
+                    folded_at: at,
+                }]
+            }
             NotificationCommand::StartAttempt { at } => {
+                if self.held_until.is_some() {
+                    return Err(NotificationError::NotHeld);
+                }
                 self.require_open()?;
                 if let Some(attempt) = self.in_flight {
                     return Err(NotificationError::AttemptInFlight(attempt));
@@ -424,6 +515,17 @@ impl Aggregate for Notification {
                 self.notification_id = Some(notification_id);
                 self.settled = Some(Settled::Suppressed);
             }
+            NotificationEvent::NotificationHeld {
+                notification_id,
+                channel,
+                held_until,
+                ..
+            } => {
+                self.notification_id = Some(notification_id);
+                self.channel = Some(channel);
+                self.held_until = Some(held_until);
+            }
+            NotificationEvent::FoldedIntoDigest { .. } => self.settled = Some(Settled::Digested),
             NotificationEvent::AttemptStarted { attempt, .. } => {
                 self.attempts = attempt;
                 self.in_flight = Some(attempt);

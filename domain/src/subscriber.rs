@@ -235,6 +235,27 @@ impl Preferences {
         self.quiet_hours
             .is_some_and(|q| q.contains(at.with_timezone(&self.time_zone.tz()).time()))
     }
+
+    /// When the quiet hours `at` falls in end (in UTC); `None` when `at` is not quiet.
+    pub fn quiet_until(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        use chrono::TimeZone as _;
+        let quiet = self.quiet_hours.filter(|_| self.is_quiet(at))?;
+        let tz = self.time_zone.tz();
+        let local = at.with_timezone(&tz);
+        let mut day = local.date_naive();
+        if quiet.end <= local.time() {
+            day = day.succ_opt()?;
+        }
+        let end = day.and_time(quiet.end);
+        // A wall-clock time skipped by a daylight-saving jump ends the quiet an hour later.
+        tz.from_local_datetime(&end)
+            .earliest()
+            .or_else(|| {
+                tz.from_local_datetime(&(end + chrono::Duration::hours(1)))
+                    .earliest()
+            })
+            .map(|t| t.with_timezone(&Utc))
+    }
 }
 
 /// A subscriber's display name: 1 to 100 characters.
@@ -964,6 +985,12 @@ mod tests {
             .to_utc();
         assert!(prefs.is_quiet(winter));
         assert!(!prefs.is_quiet(winter - chrono::Duration::hours(1)));
+        // 22:30 in Berlin: quiet until 07:00 the next morning, 06:00 UTC.
+        assert_eq!(
+            prefs.quiet_until(winter).unwrap().to_rfc3339(),
+            "2026-01-11T06:00:00+00:00"
+        );
+        assert_eq!(prefs.quiet_until(winter - chrono::Duration::hours(1)), None);
         assert!(TimeZone::parse("Mars/Olympus").is_err());
         assert!(Preferences {
             digest_minutes: Some(0),

@@ -218,6 +218,10 @@ pub fn summarize(event: &StoredEvent) -> String {
                 retry_at.map_or_else(String::new, |t| format!("; retry at {}", t.to_rfc3339()))
             ),
             Ok(NotificationEvent::DeadLettered { reason, .. }) => format!("dead-lettered: {reason}"),
+            Ok(NotificationEvent::NotificationHeld { reason, held_until, .. }) => {
+                format!("held ({reason}) for the digest at {}", held_until.to_rfc3339())
+            }
+            Ok(NotificationEvent::FoldedIntoDigest { digest_id, .. }) => format!("sent in digest {digest_id}"),
             Ok(NotificationEvent::NotificationRedriven { by, .. }) => format!("redriven by {by}"),
             Ok(NotificationEvent::DeadLetterDiscarded { by, reason, .. }) => format!("discarded by {by}: {reason}"),
             Err(e) => format!("undecodable {}: {e}", event.event_type),

@@ -75,6 +75,38 @@ impl Projection for NotificationsProjection {
                 .execute(tx)
                 .await?;
             }
+            NotificationEvent::NotificationHeld {
+                notification_id,
+                build_run_id,
+                project_id,
+                subscription_id,
+                reason,
+                held_until,
+                held_at,
+                ..
+            } => {
+                sqlx::query(
+                    "INSERT INTO notifications (notification_id, build_run_id, project_id, subscription_id, channel,
+                                                status, reason, next_attempt_at, planned_at, updated_at)
+                     VALUES ($1, $2, $3, $4, 'telegram', 'held', $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                )
+                .bind(notification_id)
+                .bind(build_run_id)
+                .bind(project_id)
+                .bind(subscription_id)
+                .bind(reason)
+                .bind(held_until)
+                .bind(held_at)
+                .bind(at)
+                .execute(tx)
+                .await?;
+            }
+            NotificationEvent::FoldedIntoDigest { digest_id, .. } => {
+                update("UPDATE notifications SET status = 'digested', reason = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
+                    .bind(format!("digest {digest_id}"))
+                    .execute(tx)
+                    .await?;
+            }
             NotificationEvent::AttemptStarted { attempt, .. } => {
                 update("UPDATE notifications SET status = 'sending', attempts = $3, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(i32::try_from(attempt).unwrap_or(i32::MAX))

@@ -102,6 +102,10 @@ pub struct PlannerSubscription {
     pub muted: Option<bool>,
     pub muted_until: Option<DateTime<Utc>>,
     pub language: Option<String>,
+    pub time_zone: Option<String>,
+    pub quiet_start: Option<chrono::NaiveTime>,
+    pub quiet_end: Option<chrono::NaiveTime>,
+    pub digest_minutes: Option<i32>,
 }
 
 const SUBSCRIPTION_COLUMNS: &str = "subscription_id, subscriber_id, contact_id, channel, chat_id, project_id,
@@ -234,7 +238,8 @@ pub async fn active_subscriptions(
     sqlx::query_as(
         "SELECT s.subscription_id, s.version, s.filter, s.chat_id, s.subscriber_id, s.contact_id,
                 c.address AS contact_address, c.enabled AS contact_enabled, c.verified AS contact_verified,
-                c.removed AS contact_removed, r.muted, r.muted_until, r.language
+                c.removed AS contact_removed, r.muted, r.muted_until, r.language, r.time_zone, r.quiet_start,
+                r.quiet_end, r.digest_minutes
            FROM subscriptions s
            LEFT JOIN contacts c ON c.contact_id = s.contact_id
            LEFT JOIN subscribers r ON r.subscriber_id = s.subscriber_id
@@ -247,13 +252,45 @@ pub async fn active_subscriptions(
     .await
 }
 
+/// When this subscription last had a message planned for a project, for digest mode.
+pub async fn last_planned_for_project(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    project_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT max(planned_at) FROM notifications
+          WHERE subscription_id = $1 AND project_id = $2 AND status NOT IN ('suppressed', 'held', 'digested')",
+    )
+    .bind(subscription_id)
+    .bind(project_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Held notifications whose digest is due: `(subscription, until, notification ids oldest first)`.
+pub async fn due_digests(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, DateTime<Utc>, Vec<Uuid>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT subscription_id, next_attempt_at, array_agg(notification_id ORDER BY planned_at, notification_id)
+           FROM notifications WHERE status = 'held' AND next_attempt_at <= $1
+          GROUP BY subscription_id, next_attempt_at ORDER BY next_attempt_at LIMIT 100",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
 /// When this subscription last had a message planned, for its minimum interval.
 pub async fn last_planned(
     pool: &PgPool,
     subscription_id: Uuid,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT max(planned_at) FROM notifications WHERE subscription_id = $1 AND status <> 'suppressed'",
+        "SELECT max(planned_at) FROM notifications
+          WHERE subscription_id = $1 AND status NOT IN ('suppressed', 'held', 'digested')",
     )
     .bind(subscription_id)
     .fetch_one(pool)

@@ -8,6 +8,7 @@ mod auth;
 mod backup;
 mod bot;
 mod config;
+mod digests;
 mod dlq;
 mod dry_run;
 mod email;

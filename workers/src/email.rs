@@ -269,6 +269,20 @@ impl fmt::Debug for Mailer {
     }
 }
 
+/// Check a configuration without building a mailer (no runtime needed): the URL and the From mailbox.
+pub fn check(config: &EmailConfig) -> Result<(), EmailError> {
+    Endpoint::parse(&config.url)?;
+    config
+        .from
+        .trim()
+        .parse::<Mailbox>()
+        .map_err(|e| EmailError::BadFrom {
+            from: config.from.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(())
+}
+
 impl Mailer {
     /// Checks the configuration and sets up the connection pool; connects nothing yet. Call it inside a Tokio
     /// runtime: the pool runs a task that closes idle connections.

@@ -10,6 +10,7 @@ pub mod breaker;
 mod bus;
 mod consumer;
 mod delivery;
+pub mod digest;
 pub mod email;
 mod kafka;
 mod planner;

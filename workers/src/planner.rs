@@ -14,7 +14,7 @@ use commands::template::MessageRenderer;
 use commands::{Commands, Metadata};
 use domain::{
     BuildRunEvent, Button, Channel, ChatId, ContactAddress, Language, NotificationCommand,
-    OutcomeFilter, RunFacts, RunInfo, StoredEvent,
+    OutcomeFilter, Preferences, QuietHours, RunFacts, RunInfo, StoredEvent, TimeZone,
 };
 use projections::queries::{self, PlannerSubscription};
 use uuid::Uuid;
@@ -47,11 +47,39 @@ impl Planner {
         Uuid::new_v5(&NOTIFICATION_NAMESPACE, name.as_bytes())
     }
 
-    async fn recipient(&self, s: &PlannerSubscription) -> Result<Recipient, HandlerError> {
+    async fn recipient(
+        &self,
+        s: &PlannerSubscription,
+        project_id: Uuid,
+    ) -> Result<Recipient, HandlerError> {
+        let pool = self.commands.pool();
         let last_planned = if s.filter.min_interval_secs > 0 {
-            queries::last_planned(self.commands.pool(), s.subscription_id).await?
+            queries::last_planned(pool, s.subscription_id).await?
         } else {
             None
+        };
+        let preferences = s.subscriber_id.map(|_| Preferences {
+            time_zone: s
+                .time_zone
+                .as_deref()
+                .and_then(|tz| TimeZone::parse(tz).ok())
+                .unwrap_or_default(),
+            language: s
+                .language
+                .as_deref()
+                .and_then(Language::from_tag)
+                .unwrap_or_default(),
+            quiet_hours: s
+                .quiet_start
+                .zip(s.quiet_end)
+                .map(|(start, end)| QuietHours { start, end }),
+            digest_minutes: s.digest_minutes.and_then(|m| u32::try_from(m).ok()),
+        });
+        let last_planned_for_project = match preferences.as_ref().and_then(|p| p.digest_minutes) {
+            Some(_) => {
+                queries::last_planned_for_project(pool, s.subscription_id, project_id).await?
+            }
+            None => None,
         };
         Ok(Recipient {
             contact: s.contact_id.map(|_| ContactFacts {
@@ -63,6 +91,8 @@ impl Planner {
             muted: s.muted.unwrap_or(false),
             muted_until: s.muted_until,
             last_planned,
+            preferences,
+            last_planned_for_project,
         })
     }
 
@@ -149,7 +179,7 @@ impl EventHandler for Planner {
                 continue;
             }
             let notification_id = Self::notification_id(event, subscription.subscription_id);
-            let recipient = self.recipient(&subscription).await?;
+            let recipient = self.recipient(&subscription, run.project_id).await?;
             let channel = telegram_channel(&subscription);
             if channel.is_none() && subscription.contact_id.is_none() {
                 tracing::error!(subscription = %subscription.subscription_id, "subscription has no valid chat");
@@ -192,6 +222,18 @@ impl EventHandler for Planner {
                         at: Utc::now(),
                     }
                 }
+                (Decision::Hold { reason, until }, Some(channel)) => NotificationCommand::Hold {
+                    notification_id,
+                    build_run_id: event.aggregate_id.clone(),
+                    project_id: run.project_id,
+                    subscription_id: subscription.subscription_id,
+                    subscription_version: subscription.version,
+                    reason: reason.to_owned(),
+                    channel,
+                    summary: MessageRenderer::telegram_summary(run, verdict),
+                    until,
+                    at: Utc::now(),
+                },
                 (decision, _) => NotificationCommand::Suppress {
                     notification_id,
                     build_run_id: event.aggregate_id.clone(),
@@ -200,7 +242,9 @@ impl EventHandler for Planner {
                     subscription_version: subscription.version,
                     reason: match decision {
                         Decision::Suppress { reason } => reason,
-                        Decision::Send => commands::planning::CHANNEL_UNAVAILABLE,
+                        Decision::Send | Decision::Hold { .. } => {
+                            commands::planning::CHANNEL_UNAVAILABLE
+                        }
                     }
                     .to_owned(),
                     at: Utc::now(),
