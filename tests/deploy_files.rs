@@ -47,6 +47,7 @@ const HERALD_SERVICES: &[&str] = &[
     "projections",
     "planner",
     "delivery",
+    "bot",
 ];
 
 // ------------------------------------------------------------------------------------------------------------
@@ -316,7 +317,7 @@ fn compose_herald_services_run_the_herald_image_with_real_commands() {
     assert_eq!(command("migrate"), ["migrate"]);
     assert_eq!(command("api"), ["serve"]);
     assert_eq!(command("relay"), ["relay"]);
-    for role in ["projections", "planner", "delivery"] {
+    for role in ["projections", "planner", "delivery", "bot"] {
         assert_eq!(command(role), ["worker", role], "service {role}");
     }
 }
