@@ -602,8 +602,15 @@ impl Aggregate for Subscriber {
             } => {
                 let contact = self.contact(contact_id)?;
                 if contact.verified {
-                    // Clicking the link twice is not an error.
-                    return Ok(());
+                    // Following the same link twice is not an error (however late); another token still is.
+                    let same = contact.verification.as_ref().map(|v| SecretHash {
+                        sha256: v.sha256.clone(),
+                        expires_at: DateTime::<Utc>::MAX_UTC,
+                    });
+                    if secret_matches(same.as_ref(), &token_sha256, at) {
+                        return Ok(());
+                    }
+                    return Err(SubscriberError::BadToken);
                 }
                 if !secret_matches(contact.verification.as_ref(), &token_sha256, at) {
                     return Err(SubscriberError::BadToken);
@@ -743,9 +750,9 @@ impl Aggregate for Subscriber {
                 }
             }
             SubscriberEvent::ContactVerified { contact_id, .. } => {
+                // The token's hash stays, so the same link followed again can be told from a forged one.
                 if let Some(c) = self.contacts.get_mut(&contact_id) {
                     c.verified = true;
-                    c.verification = None;
                 }
             }
             SubscriberEvent::LinkCodeIssued { code, .. } => self.link_code = Some(code),

@@ -176,3 +176,91 @@ async fn a_bad_recipient_fails_permanently_before_connecting() {
     assert!(!failure.retryable, "{failure:?}");
     assert_eq!(failure.code, None);
 }
+
+/// The whole verification flow through Herald: an email contact is added only once its mail went out, nothing
+/// else is planned for it until its link comes back, and the link works once.
+#[tokio::test]
+async fn an_email_address_is_verified_by_the_link_herald_mails_to_it() {
+    use crate::helpers::{spawn_app_configured, Bus};
+    use serde_json::{json, Value};
+
+    let server = SmtpServer::start().await;
+    let url = server.url();
+    let app = spawn_app_configured(Bus::InProcess, &herald::Role::ALL, move |s| {
+        s.email = Some(EmailConfig {
+            url,
+            from: "Herald <herald@example.com>".to_owned(),
+            timeout: Duration::from_secs(5),
+        });
+    })
+    .await;
+    let created: Value = app
+        .post_json(
+            "/api/v1/subscribers",
+            json!({"name": "Mailbox owner", "language": "de"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let subscriber = created["subscriber_id"].as_str().unwrap().to_owned();
+    let contacts = format!("/api/v1/subscribers/{subscriber}/contacts");
+    let added = app
+        .post_json(
+            &contacts,
+            json!({"kind": "email", "address": "Owner@Example.COM"}),
+        )
+        .await;
+    assert_eq!(added.status(), 201);
+    let added: Value = added.json().await.unwrap();
+    assert_eq!(added["verified"], false);
+
+    let mail = server.wait_for(1).await.remove(0);
+    assert_eq!(mail.to, "Owner@example.com");
+    assert!(
+        mail.subject.contains("Bestätige"),
+        "in the subscriber's language: {}",
+        mail.subject
+    );
+    let link = mail
+        .text
+        .split_whitespace()
+        .find(|w| w.contains("/api/v1/contacts/verify?token="))
+        .expect("the mail carries the link")
+        .to_owned();
+    let path = &link[link.find("/api/v1/").unwrap()..];
+
+    // The same address again is a conflict, and sends no second mail.
+    let again = app
+        .post_json(
+            &contacts,
+            json!({"kind": "email", "address": "owner@example.com"}),
+        )
+        .await;
+    assert_eq!(again.status(), 409);
+
+    let verified = app.anonymous.get(app.url(path)).send().await.unwrap();
+    assert_eq!(verified.status(), 200);
+    let twice = app.anonymous.get(app.url(path)).send().await.unwrap();
+    assert_eq!(twice.status(), 200, "following the link twice is fine");
+    let forged = app
+        .anonymous
+        .get(app.url(&format!("{}x", &path[..path.len() - 1])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 410);
+    let pool = app.pool.clone();
+    crate::helpers::wait_until("the contact is verified", Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT verified FROM contacts WHERE kind = 'email'")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert_eq!(server.wait_for(1).await.len(), 1, "one mail in all");
+    app.finish().await;
+}
