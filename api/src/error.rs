@@ -36,6 +36,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A provider Herald depends on (the mail server) refused; nothing was recorded.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -85,6 +88,7 @@ impl ApiError {
                 "unavailable",
                 "Service Unavailable",
             ),
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad-gateway", "Bad Gateway"),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -164,9 +164,15 @@ enum ContactInput {
         topic_id: Option<i64>,
     },
     /// An email address; it receives a verification link and is used only once that link was followed.
-    Email { address: String },
+    Email {
+        /// e.g. `ann@example.com`; the domain is lower-cased.
+        address: String,
+    },
     /// A Firebase Cloud Messaging registration token.
-    Fcm { token: String },
+    Fcm {
+        /// The device's registration token.
+        token: String,
+    },
     /// A Web Push subscription, as the browser's `PushSubscription.toJSON()` gives it.
     WebPush {
         /// The push service's `https` URL.
@@ -288,57 +294,6 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
                 serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
                 _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
             })
-    }
-}
-
-/// The answers of the routes that send email: every [`ApiError`], and 502 when the mail server refused.
-enum Refusal {
-    Api(ApiError),
-    /// The mail was not accepted; nothing was recorded.
-    BadGateway(String),
-}
-
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Self {
-        Self::Api(e)
-    }
-}
-
-impl From<CommandError> for Refusal {
-    fn from(e: CommandError) -> Self {
-        Self::Api(e.into())
-    }
-}
-
-impl From<InvalidValue> for Refusal {
-    fn from(e: InvalidValue) -> Self {
-        Self::Api(e.into())
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Api(e) => e.into_response(),
-            Self::BadGateway(detail) => {
-                // The same problem shape `ApiError` answers with.
-                let mut body = serde_json::json!({
-                    "type": "urn:herald:problem:bad-gateway",
-                    "title": "Bad Gateway",
-                    "status": 502,
-                    "detail": detail,
-                });
-                if let Some(trace_id) = commands::trace::current() {
-                    body["trace_id"] = trace_id.into();
-                }
-                (
-                    StatusCode::BAD_GATEWAY,
-                    [(header::CONTENT_TYPE, "application/problem+json")],
-                    body.to_string(),
-                )
-                    .into_response()
-            }
-        }
     }
 }
 
@@ -503,7 +458,7 @@ async fn send_verification(
     to: &str,
     token: &str,
     language: Language,
-) -> Result<(), Refusal> {
+) -> Result<(), ApiError> {
     let mailer = state
         .mailer
         .as_ref()
@@ -514,7 +469,7 @@ async fn send_verification(
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "the verification email was not sent");
-            Refusal::BadGateway(format!("the verification email could not be sent: {e}"))
+            ApiError::BadGateway(format!("the verification email could not be sent: {e}"))
         })
 }
 
@@ -536,7 +491,7 @@ async fn create(
     State(state): State<AppState>,
     Json(input): Json<SubscriberInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = subscriber_name(&input.name)?;
+    let name = domain::subscriber_name(&input.name)?;
     let preferences = preferences(
         input.time_zone.as_deref(),
         input.language.as_deref(),
@@ -560,18 +515,6 @@ async fn create(
             muted: false,
         }),
     ))
-}
-
-/// The name as the aggregate will record it, checked before anything is recorded.
-fn subscriber_name(raw: &str) -> Result<String, InvalidValue> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(InvalidValue::new(
-            "name",
-            "must be 1 to 100 characters without control characters",
-        ));
-    }
-    Ok(name.to_owned())
 }
 
 /// List subscribers with their contacts, oldest first. Readers, operators and admins.
@@ -754,7 +697,7 @@ async fn add_contact(
     State(state): State<AppState>,
     PathId(subscriber_id): PathId,
     Json(input): Json<ContactInput>,
-) -> Result<Response, Refusal> {
+) -> Result<Response, ApiError> {
     let address = input.address()?;
     let kind = address.kind();
     let contact_id = Uuid::new_v4();
@@ -767,7 +710,7 @@ async fn add_contact(
         return Ok(created_contact(contact_id, kind, true));
     };
     if state.mailer.is_none() {
-        return Err(ApiError::Unavailable("email is not configured".into()).into());
+        return Err(ApiError::Unavailable("email is not configured".into()));
     }
     // Refuse a duplicate (or an unknown subscriber) before anything is mailed.
     state
@@ -847,7 +790,7 @@ async fn remove_contact(
 async fn resend_verification(
     State(state): State<AppState>,
     path: ContactPath,
-) -> Result<Response, Refusal> {
+) -> Result<Response, ApiError> {
     let ContactPath {
         subscriber_id,
         contact_id,

@@ -33,8 +33,8 @@ pub use notification::{
 pub use project::{Project, ProjectCommand, ProjectError, ProjectEvent};
 pub use stored_event::StoredEvent;
 pub use subscriber::{
-    ChatKind, ContactAddress, ContactState, Preferences, QuietHours, SecretHash, Subscriber,
-    SubscriberCommand, SubscriberError, SubscriberEvent, TimeZone,
+    subscriber_name, ChatKind, ContactAddress, ContactState, Preferences, QuietHours, SecretHash,
+    Subscriber, SubscriberCommand, SubscriberError, SubscriberEvent, TimeZone,
 };
 pub use subscription::{
     Subscription, SubscriptionCommand, SubscriptionError, SubscriptionEvent, SubscriptionTarget,

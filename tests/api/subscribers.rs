@@ -631,7 +631,7 @@ async fn an_email_address_is_verified_by_the_link_it_was_sent() {
     )
     .await;
     assert_eq!(status, 201);
-    let (status, _) = send(app.http.post(&format!(
+    let (status, _) = send(app.http.post(format!(
         "{contacts}/{}/verification",
         chat["contact_id"].as_str().unwrap()
     )))
