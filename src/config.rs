@@ -578,4 +578,40 @@ mod tests {
         assert!(!shown.contains(&"s".repeat(40)));
         assert!(shown.contains("postgres://herald:<redacted>@db/herald"));
     }
+
+    #[test]
+    fn the_bot_mode_and_smtp_are_checked_before_anything_starts() {
+        assert_eq!(load("").unwrap().bot, Some(BotMode::Polling));
+        assert_eq!(load("telegram_bot_mode = \"off\"").unwrap().bot, None);
+        assert!(message(load("telegram_bot_mode = \"carrier-pigeon\""))
+            .contains("HERALD_TELEGRAM_BOT_MODE"));
+        assert!(message(load("telegram_bot_mode = \"webhook\""))
+            .contains("HERALD_TELEGRAM_WEBHOOK_SECRET"));
+        assert!(message(load(
+            "telegram_bot_mode = \"webhook\"\ntelegram_webhook_secret = \"has spaces\""
+        ))
+        .contains("HERALD_TELEGRAM_WEBHOOK_SECRET"));
+        let webhook = load(
+            "telegram_bot_mode = \"webhook\"\ntelegram_webhook_secret = \"s3cret\"\npublic_url = \"https://h.example/\"",
+        )
+        .unwrap();
+        assert_eq!(
+            webhook.bot,
+            Some(BotMode::Webhook {
+                url: "https://h.example/api/v1/telegram/webhook".into(),
+                secret: "s3cret".into()
+            })
+        );
+        assert!(load("").unwrap().email.is_none());
+        let email = load("smtp_url = \"smtp://mail.example:587?tls=starttls\"").unwrap();
+        assert_eq!(
+            email.email.unwrap().url,
+            "smtp://mail.example:587?tls=starttls"
+        );
+        assert!(message(load("smtp_url = \"http://mail.example\"")).contains("HERALD_SMTP_URL"));
+        assert!(message(load(
+            "smtp_url = \"smtp://localhost:25\"\nsmtp_from = \"not an address\""
+        ))
+        .contains("HERALD_SMTP_FROM"));
+    }
 }
