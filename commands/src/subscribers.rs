@@ -158,6 +158,11 @@ impl Commands {
         Ok((code, expires_at))
     }
 
+    /// The subscriber a link code names (whether or not the code is still good).
+    pub fn link_code_subscriber(code: &str) -> Option<Uuid> {
+        secrets::read_one_time(code, 1).map(|(ids, _)| ids[0])
+    }
+
     /// `/start <code>` from a chat. `contact_id` is derived by the caller from the chat, so a retried link
     /// (the same Telegram update handled twice) names the same contact.
     pub async fn link_telegram(

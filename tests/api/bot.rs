@@ -310,10 +310,10 @@ async fn a_restart_in_the_middle_of_a_batch_neither_drops_nor_repeats_a_command(
         runner
     };
     let chat = (31, "private");
-    app.telegram
-        .push_update(message(10, chat, 31, &format!("/start {code}"), "en"));
-    app.telegram
-        .push_update(message(11, chat, 31, "/mute 2h", "en"));
+    let start = message(10, chat, 31, &format!("/start {code}"), "en");
+    let mute = message(11, chat, 31, "/mute 2h", "en");
+    app.telegram.push_update(start.clone());
+    app.telegram.push_update(mute.clone());
     app.telegram
         .push_update(message(12, chat, 31, "/help", "en"));
 
@@ -350,12 +350,8 @@ async fn a_restart_in_the_middle_of_a_batch_neither_drops_nor_repeats_a_command(
     // Handling an update again (a crash after its command, before it was marked) records nothing new.
     let before = app.event_count().await;
     let bot = Bot::new(commands.clone(), client(), None);
-    bot.handle(&message(11, chat, 31, "/mute 2h", "en"))
-        .await
-        .unwrap();
-    bot.handle(&message(10, chat, 31, &format!("/start {code}"), "en"))
-        .await
-        .unwrap();
+    bot.handle(&mute).await.unwrap();
+    bot.handle(&start).await.unwrap();
     assert_eq!(app.event_count().await, before);
     app.finish().await;
 }

@@ -168,6 +168,13 @@ impl Bot {
             BotCommand::Help => reply(Answer::Help).await,
             BotCommand::Start { code: None } => reply(Answer::Welcome).await,
             BotCommand::Start { code: Some(code) } => {
+                // A chat belongs to one subscriber: a code for another one does not take it over.
+                if let Some(current) = linked {
+                    if Commands::link_code_subscriber(&code) != Some(current.subscriber_id) {
+                        let name = self.subscriber_name(linked).await?;
+                        return reply(Answer::Linked { subscriber: &name }).await;
+                    }
+                }
                 let contact_id = Self::contact_id(incoming.chat_id.get(), incoming.topic_id);
                 let chat = (incoming.chat_id, incoming.chat_kind, incoming.topic_id);
                 match self
