@@ -392,7 +392,10 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
             // For the deep links link codes come with; a bot that cannot be asked simply gets none.
             let client =
                 TelegramClient::new(config.clone()).context("cannot build the HTTP client")?;
-            if let Ok(Some(username)) = client.get_me().await {
+            // Asked briefly: an unreachable Telegram must not hold up the API's start.
+            let asked =
+                tokio::time::timeout(std::time::Duration::from_secs(2), client.get_me()).await;
+            if let Ok(Ok(Some(username))) = asked {
                 state = state.with_bot_username(username);
             }
         }
