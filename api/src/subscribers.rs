@@ -9,8 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -21,14 +20,13 @@ use domain::{
     SubscriberError, TimeZone,
 };
 use projections::queries::{self, PreferencesView, SubscriberView};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::extract::{Json, Paged, Paging, PathId, Query};
+use crate::extract::{Json, OptionalJson, Paged, Paging, PathId, Query};
 use crate::{metadata, ApiError, AppState};
 
 /// A boxed future that may be sent between threads (the same type as `futures::future::BoxFuture`).
@@ -61,7 +59,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The longest email address Herald accepts (RFC 5321's path limit less the angle brackets).
-const MAX_ADDRESS_LEN: usize = 254;
 /// Generous bounds for push tokens and keys: real ones are far shorter.
 const MAX_TOKEN_LEN: usize = 4096;
 const MAX_KEY_LEN: usize = 256;
@@ -263,40 +260,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ContactPath {
     }
 }
 
-/// A JSON body that may be left out (then `T::default()`); when given, it is read like [`Json`].
-struct OptionalJson<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .is_some_and(|v| v == "application/json" || v.ends_with("+json"));
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
-        }
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType(
-                "expected Content-Type: application/json".into(),
-            ));
-        }
-        serde_json::from_slice(&bytes)
-            .map(Self)
-            .map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-                _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
-            })
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Checks
 
@@ -315,37 +278,6 @@ fn preferences(
         digest_minutes,
     }
     .validate()
-}
-
-/// A plausible email address, trimmed, its domain lower-cased. Whether it reaches anyone is for the
-/// verification email to find out.
-fn email_address(raw: &str) -> Result<String, InvalidValue> {
-    let raw = raw.trim();
-    if raw.len() > MAX_ADDRESS_LEN {
-        return Err(InvalidValue::new(
-            "address",
-            format!("must be at most {MAX_ADDRESS_LEN} characters"),
-        ));
-    }
-    let invalid = || {
-        InvalidValue::new(
-            "address",
-            format!("{raw:?} is not an email address like ann@example.com"),
-        )
-    };
-    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid());
-    }
-    let (local, domain) = raw.split_once('@').ok_or_else(invalid)?;
-    let domain_ok = domain.contains('.')
-        && !domain.contains('@')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..");
-    if local.is_empty() || !domain_ok {
-        return Err(invalid());
-    }
-    Ok(format!("{local}@{}", domain.to_lowercase()))
 }
 
 /// A push token or key: non-empty, bounded, printable ASCII without spaces.
@@ -412,7 +344,7 @@ impl ContactInput {
                 }
             }
             Self::Email { address } => ContactAddress::Email {
-                address: email_address(&address)?,
+                address: domain::email_address(&address)?,
             },
             Self::Fcm { token: raw } => ContactAddress::Fcm {
                 token: token("token", &raw, MAX_TOKEN_LEN)?,
@@ -969,33 +901,6 @@ fn verified_page(language: Language) -> Html<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn email_addresses_are_checked_and_their_domain_lower_cased() {
-        assert_eq!(
-            email_address("  Ann.Smith@Example.COM ").unwrap(),
-            "Ann.Smith@example.com"
-        );
-        for bad in [
-            "",
-            "ann",
-            "ann@",
-            "@example.com",
-            "ann@example",
-            "ann@@example.com",
-            "a@b@example.com",
-            "ann smith@example.com",
-            "ann@.example.com",
-            "ann@example.com.",
-            "ann@example..com",
-            "ann\u{7}@example.com",
-        ] {
-            let e = email_address(bad).unwrap_err();
-            assert_eq!(e.field, "address", "{bad:?}");
-        }
-        let long = format!("{}@example.com", "a".repeat(250));
-        assert!(email_address(&long).is_err());
-    }
 
     #[test]
     fn push_contacts_need_an_https_endpoint_and_base64url_keys() {

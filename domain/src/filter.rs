@@ -13,10 +13,14 @@ use crate::values::{InvalidValue, Outcome, OutcomeFilter, Transition};
 /// A branch or workflow pattern: `main`, `release/*`, `feature/**`, `v?.x`.
 ///
 /// `*` and `?` stop at `/` (so `release/*` does not match `release/1.2/hotfix`); `**` crosses it. Matching is
-/// case-sensitive for branches, as git's is.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// case-sensitive for branches, as git's is. The pattern is compiled once, when it is parsed (or read back from
+/// an event), because the planner matches it against every verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Glob(String);
+pub struct Glob {
+    pattern: String,
+    matcher: GlobMatcher,
+}
 
 impl Glob {
     pub const MAX_CHARS: usize = 200;
@@ -35,27 +39,51 @@ impl Glob {
                 ),
             ));
         }
-        Self::compile(pattern).map_err(|e| {
-            InvalidValue::new(field, format!("{pattern:?} is not a valid glob: {e}"))
-        })?;
-        Ok(Self(pattern.to_owned()))
-    }
-
-    fn compile(pattern: &str) -> Result<GlobMatcher, globset::Error> {
-        Ok(GlobBuilder::new(pattern)
+        let matcher = GlobBuilder::new(pattern)
             .literal_separator(true)
             .backslash_escape(true)
-            .build()?
-            .compile_matcher())
+            .build()
+            .map_err(|e| InvalidValue::new(field, format!("{pattern:?} is not a valid glob: {e}")))?
+            .compile_matcher();
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            matcher,
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.pattern
     }
 
-    /// Does `value` match? A pattern that no longer compiles (it did when it was stored) matches nothing.
     pub fn matches(&self, value: &str) -> bool {
-        Self::compile(&self.0).is_ok_and(|m| m.is_match(value))
+        self.matcher.is_match(value)
+    }
+}
+
+// A glob is its pattern: equality, order and hashing ignore the compiled matcher.
+impl PartialEq for Glob {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for Glob {}
+
+impl PartialOrd for Glob {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Glob {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pattern.cmp(&other.pattern)
+    }
+}
+
+impl std::hash::Hash for Glob {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pattern.hash(state);
     }
 }
 
@@ -68,7 +96,7 @@ impl TryFrom<String> for Glob {
 
 impl From<Glob> for String {
     fn from(value: Glob) -> Self {
-        value.0
+        value.pattern
     }
 }
 

@@ -33,8 +33,9 @@ pub use notification::{
 pub use project::{Project, ProjectCommand, ProjectError, ProjectEvent};
 pub use stored_event::StoredEvent;
 pub use subscriber::{
-    subscriber_name, ChatKind, ContactAddress, ContactState, Preferences, QuietHours, SecretHash,
-    Subscriber, SubscriberCommand, SubscriberError, SubscriberEvent, TimeZone,
+    email_address, subscriber_name, ChatKind, ContactAddress, ContactState, Preferences,
+    QuietHours, SecretHash, Subscriber, SubscriberCommand, SubscriberError, SubscriberEvent,
+    TimeZone,
 };
 pub use subscription::{
     Subscription, SubscriptionCommand, SubscriptionError, SubscriptionEvent, SubscriptionTarget,

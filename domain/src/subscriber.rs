@@ -270,6 +270,40 @@ pub fn subscriber_name(raw: &str) -> Result<String, InvalidValue> {
     Ok(name.to_owned())
 }
 
+/// The longest address SMTP carries (RFC 5321 path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// A plausible email address, trimmed, its domain lower-cased. Whether it reaches anyone is for the
+/// verification email to find out.
+pub fn email_address(raw: &str) -> Result<String, InvalidValue> {
+    let raw = raw.trim();
+    if raw.len() > MAX_EMAIL_LEN {
+        return Err(InvalidValue::new(
+            "address",
+            format!("must be at most {MAX_EMAIL_LEN} characters"),
+        ));
+    }
+    let invalid = || {
+        InvalidValue::new(
+            "address",
+            format!("{raw:?} is not an email address like ann@example.com"),
+        )
+    };
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid());
+    }
+    let (local, domain) = raw.split_once('@').ok_or_else(invalid)?;
+    let domain_ok = domain.contains('.')
+        && !domain.contains('@')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..");
+    if local.is_empty() || !domain_ok {
+        return Err(invalid());
+    }
+    Ok(format!("{local}@{}", domain.to_lowercase()))
+}
+
 /// A one-time secret's fingerprint and when it stops working.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretHash {
@@ -970,6 +1004,33 @@ mod tests {
                 "until",
                 "must be in the future",
             )));
+    }
+
+    #[test]
+    fn email_addresses_are_checked_and_their_domain_lower_cased() {
+        assert_eq!(
+            email_address("  Ann.Smith@Example.COM ").unwrap(),
+            "Ann.Smith@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "ann@@example.com",
+            "a@b@example.com",
+            "ann smith@example.com",
+            "ann@.example.com",
+            "ann@example.com.",
+            "ann@example..com",
+            "ann\u{7}@example.com",
+        ] {
+            let e = email_address(bad).unwrap_err();
+            assert_eq!(e.field, "address", "{bad:?}");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(email_address(&long).is_err());
     }
 
     #[test]

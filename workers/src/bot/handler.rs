@@ -52,11 +52,13 @@ enum Input {
     Button { query_id: String, data: String },
 }
 
-/// The linked contact of a chat.
-#[derive(Debug, Clone, Copy)]
+/// The linked contact of a chat, with what the answers need of its subscriber.
+#[derive(Debug, Clone)]
 struct Linked {
     subscriber_id: Uuid,
     contact_id: Uuid,
+    name: String,
+    language: Option<Language>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,12 +117,12 @@ impl Bot {
             // Groups are full of messages that are not for the bot.
             Err(ParseError::NotACommand) if !private => return Ok(()),
             Err(error) => {
-                let language = self.language(&incoming, None).await?;
+                let language = language(&incoming, None);
                 return self.reply(target, &Answer::Error(&error), language).await;
             }
         };
         let linked = self.linked(&incoming).await?;
-        let language = self.language(&incoming, linked).await?;
+        let language = language(&incoming, linked.as_ref());
         let changes = !matches!(
             command,
             BotCommand::Help
@@ -169,10 +171,12 @@ impl Bot {
             BotCommand::Start { code: None } => reply(Answer::Welcome).await,
             BotCommand::Start { code: Some(code) } => {
                 // A chat belongs to one subscriber: a code for another one does not take it over.
-                if let Some(current) = linked {
+                if let Some(current) = &linked {
                     if Commands::link_code_subscriber(&code) != Some(current.subscriber_id) {
-                        let name = self.subscriber_name(linked).await?;
-                        return reply(Answer::Linked { subscriber: &name }).await;
+                        return reply(Answer::Linked {
+                            subscriber: &current.name,
+                        })
+                        .await;
                     }
                 }
                 let contact_id = Self::contact_id(incoming.chat_id.get(), incoming.topic_id);
@@ -192,7 +196,7 @@ impl Bot {
                     Err(CommandError::Subscriber(
                         SubscriberError::BadLinkCode | SubscriberError::DuplicateContact(_),
                     )) if linked.is_some() => {
-                        let name = self.subscriber_name(linked).await?;
+                        let name = linked.map(|l| l.name).unwrap_or_default();
                         reply(Answer::Linked { subscriber: &name }).await
                     }
                     Err(CommandError::Subscriber(
@@ -201,15 +205,41 @@ impl Bot {
                     Err(e) => Err(e.into()),
                 }
             }
-            _ if linked.is_none() => reply(Answer::NotLinked).await,
+            command => match linked {
+                Some(linked) => {
+                    self.run_linked(command, incoming, linked, language, metadata)
+                        .await
+                }
+                None => reply(Answer::NotLinked).await,
+            },
+        }
+    }
+
+    /// The commands that need a linked chat.
+    async fn run_linked(
+        &self,
+        command: BotCommand,
+        incoming: &Incoming,
+        linked: Linked,
+        language: Language,
+        metadata: &Metadata,
+    ) -> Result<(), BotError> {
+        let target = ChatTarget {
+            chat_id: incoming.chat_id.get(),
+            topic_id: incoming.topic_id,
+        };
+        let reply = |answer: Answer<'_>| {
+            let text = answer.render(language);
+            async move { self.send(target, &text).await }
+        };
+        match command {
+            // Answered before a link is needed.
+            BotCommand::Help | BotCommand::Start { .. } => Ok(()),
             BotCommand::Subscribe {
                 project,
                 branch,
                 outcomes,
             } => {
-                let linked = linked
-                    .ok_or(SubscriberError::ContactNotFound)
-                    .map_err(CommandError::from)?;
                 let Some((project_id, name)) = self.project(&project).await? else {
                     return reply(Answer::UnknownProject { project: &project }).await;
                 };
@@ -262,7 +292,7 @@ impl Bot {
                     return reply(Answer::UnknownProject { project: &project }).await;
                 };
                 let mut count = 0;
-                for s in self.subscriptions(linked).await? {
+                for s in self.subscriptions(&linked).await? {
                     if s.project_ids.contains(&project_id) {
                         self.commands
                             .unsubscribe(s.subscription_id, metadata)
@@ -281,7 +311,7 @@ impl Bot {
             }
             BotCommand::List => {
                 let mut items = Vec::new();
-                for s in self.subscriptions(linked).await? {
+                for s in self.subscriptions(&linked).await? {
                     items.push(ListItem {
                         project: self.scope_name(&s).await?,
                         branches: s.branches.clone(),
@@ -291,9 +321,6 @@ impl Bot {
                 reply(Answer::List { items: &items }).await
             }
             BotCommand::Mute { duration } => {
-                let linked = linked
-                    .ok_or(SubscriberError::ContactNotFound)
-                    .map_err(CommandError::from)?;
                 let until = duration.map(|d| incoming.at + d);
                 self.commands
                     .mute(linked.subscriber_id, until, incoming.at, metadata)
@@ -301,9 +328,6 @@ impl Bot {
                 reply(Answer::Muted { until }).await
             }
             BotCommand::Unmute => {
-                let linked = linked
-                    .ok_or(SubscriberError::ContactNotFound)
-                    .map_err(CommandError::from)?;
                 self.commands.unmute(linked.subscriber_id, metadata).await?;
                 reply(Answer::Unmuted).await
             }
@@ -354,46 +378,27 @@ impl Bot {
         Ok(())
     }
 
+    /// The chat's linked contact and its subscriber's name and language, in one read.
     async fn linked(&self, incoming: &Incoming) -> Result<Option<Linked>, BotError> {
-        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT subscriber_id, contact_id FROM contacts
-              WHERE kind = 'telegram' AND chat_id = $1 AND COALESCE(topic_id, 0) = COALESCE($2, 0) AND NOT removed
-              ORDER BY created_at LIMIT 1",
+        let row: Option<(Uuid, Uuid, String, Option<String>)> = sqlx::query_as(
+            "SELECT c.subscriber_id, c.contact_id, COALESCE(r.name, ''), r.language
+               FROM contacts c LEFT JOIN subscribers r ON r.subscriber_id = c.subscriber_id
+              WHERE c.kind = 'telegram' AND c.chat_id = $1 AND COALESCE(c.topic_id, 0) = COALESCE($2, 0)
+                AND NOT c.removed
+              ORDER BY c.created_at LIMIT 1",
         )
         .bind(incoming.chat_id.get())
         .bind(incoming.topic_id)
         .fetch_optional(self.commands.pool())
         .await?;
-        Ok(row.map(|(subscriber_id, contact_id)| Linked {
-            subscriber_id,
-            contact_id,
-        }))
-    }
-
-    /// The subscriber's language when the chat is linked, else the sender's Telegram language, else English.
-    async fn language(
-        &self,
-        incoming: &Incoming,
-        linked: Option<Linked>,
-    ) -> Result<Language, BotError> {
-        if let Some(linked) = linked {
-            let language: Option<String> =
-                sqlx::query_scalar("SELECT language FROM subscribers WHERE subscriber_id = $1")
-                    .bind(linked.subscriber_id)
-                    .fetch_optional(self.commands.pool())
-                    .await?;
-            if let Some(language) = language.as_deref().and_then(Language::from_tag) {
-                return Ok(language);
-            }
-        }
-        Ok(incoming.language.unwrap_or_default())
-    }
-
-    async fn subscriber_name(&self, linked: Option<Linked>) -> Result<String, BotError> {
-        let Some(linked) = linked else {
-            return Ok(String::new());
-        };
-        Ok(self.commands.subscriber(linked.subscriber_id).await?.name)
+        Ok(
+            row.map(|(subscriber_id, contact_id, name, language)| Linked {
+                subscriber_id,
+                contact_id,
+                name,
+                language: language.as_deref().and_then(Language::from_tag),
+            }),
+        )
     }
 
     async fn sender_is_admin(&self, incoming: &Incoming) -> bool {
@@ -427,11 +432,8 @@ impl Bot {
 
     async fn subscriptions(
         &self,
-        linked: Option<Linked>,
+        linked: &Linked,
     ) -> Result<Vec<queries::SubscriptionView>, BotError> {
-        let Some(linked) = linked else {
-            return Ok(Vec::new());
-        };
         let query = SubscriptionQuery {
             contact_id: Some(linked.contact_id),
             ..SubscriptionQuery::default()
@@ -456,6 +458,14 @@ impl Bot {
         .await?;
         Ok(names.join(", "))
     }
+}
+
+/// The subscriber's language when the chat is linked, else the sender's Telegram language, else English.
+fn language(incoming: &Incoming, linked: Option<&Linked>) -> Language {
+    linked
+        .and_then(|l| l.language)
+        .or(incoming.language)
+        .unwrap_or_default()
 }
 
 /// Read the parts of an update the bot uses; `None` for kinds it does not handle.
