@@ -15,11 +15,13 @@ use api::auth::jwt::JwtKeys;
 use api::limits::{LimitSettings, Rate};
 use api::HttpSettings;
 use chrono::{DateTime, Utc};
+use domain::ChannelKind;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use workers::bot::BotMode;
-use workers::{KafkaConfig, TelegramConfig};
+use workers::rate_limit::TelegramLimits;
+use workers::{DeliverySettings, KafkaConfig, TelegramConfig};
 
 use crate::ops::backup::{parse_interval, Schedule};
 use crate::{PoolSettings, Settings};
@@ -62,6 +64,18 @@ pub struct Config {
     pub smtp_from: String,
     pub smtp_timeout_secs: u64,
     pub delivery_max_attempts: u32,
+    /// Per-channel attempt budgets; unset: `delivery_max_attempts`.
+    pub delivery_max_attempts_telegram: Option<u32>,
+    pub delivery_max_attempts_email: Option<u32>,
+    pub delivery_max_attempts_fcm: Option<u32>,
+    pub delivery_max_attempts_web_push: Option<u32>,
+    /// Notifications one delivery process has in flight at once.
+    pub delivery_concurrency: usize,
+    /// Telegram's limits (per process; 0 turns one off): messages per second to one chat, per minute to one
+    /// group, per second in all.
+    pub telegram_rate_per_chat_per_sec: u32,
+    pub telegram_rate_per_group_per_min: u32,
+    pub telegram_rate_overall_per_sec: u32,
     /// Consecutive provider outages (timeouts, 5xx) that open the delivery circuit breaker.
     pub delivery_breaker_threshold: u32,
     /// Seconds the breaker stays open before one attempt is let through.
@@ -119,6 +133,14 @@ impl Default for Config {
             smtp_from: "Herald <herald@localhost>".into(),
             smtp_timeout_secs: 10,
             delivery_max_attempts: 5,
+            delivery_max_attempts_telegram: None,
+            delivery_max_attempts_email: None,
+            delivery_max_attempts_fcm: None,
+            delivery_max_attempts_web_push: None,
+            delivery_concurrency: 8,
+            telegram_rate_per_chat_per_sec: 1,
+            telegram_rate_per_group_per_min: 20,
+            telegram_rate_overall_per_sec: 30,
             delivery_breaker_threshold: 5,
             delivery_breaker_cooldown_secs: 30,
             backup_dir: None,
@@ -319,8 +341,31 @@ impl Config {
                 self.kafka_partitions
             )));
         }
+        let mut max_attempts = std::collections::HashMap::new();
+        for (kind, attempts) in [
+            (ChannelKind::Telegram, self.delivery_max_attempts_telegram),
+            (ChannelKind::Email, self.delivery_max_attempts_email),
+            (ChannelKind::Fcm, self.delivery_max_attempts_fcm),
+            (ChannelKind::WebPush, self.delivery_max_attempts_web_push),
+        ] {
+            match attempts {
+                Some(0) => {
+                    return Err(invalid(format!(
+                        "HERALD_DELIVERY_MAX_ATTEMPTS_{} must be at least 1",
+                        kind.as_str().to_uppercase()
+                    )))
+                }
+                Some(n) => {
+                    max_attempts.insert(kind, n);
+                }
+                None => {}
+            }
+        }
         if self.delivery_max_attempts == 0 {
             return Err(invalid("HERALD_DELIVERY_MAX_ATTEMPTS must be at least 1"));
+        }
+        if self.delivery_concurrency == 0 || self.delivery_concurrency > 256 {
+            return Err(invalid("HERALD_DELIVERY_CONCURRENCY must be 1 to 256"));
         }
         if self.delivery_breaker_threshold == 0 {
             return Err(invalid(
@@ -370,7 +415,7 @@ impl Config {
                 acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
             },
             listen: self.listen,
-            public_url,
+            public_url: public_url.clone(),
             kafka: self
                 .kafka_brokers
                 .clone()
@@ -390,7 +435,21 @@ impl Config {
                     bot_token,
                     timeout: Duration::from_secs(self.telegram_timeout_secs.max(1)),
                 }),
-            max_delivery_attempts: self.delivery_max_attempts,
+            delivery: DeliverySettings {
+                max_attempts,
+                default_max_attempts: self.delivery_max_attempts,
+                concurrency: self.delivery_concurrency,
+                telegram_limits: TelegramLimits {
+                    per_chat_per_sec: self.telegram_rate_per_chat_per_sec,
+                    per_group_per_min: self.telegram_rate_per_group_per_min,
+                    overall_per_sec: self.telegram_rate_overall_per_sec,
+                },
+                breaker: workers::breaker::BreakerSettings {
+                    threshold: self.delivery_breaker_threshold,
+                    cooldown: Duration::from_secs(self.delivery_breaker_cooldown_secs),
+                },
+                public_url: Some(public_url.clone()),
+            },
             bot,
             email: self.email()?,
             backups,
@@ -400,10 +459,6 @@ impl Config {
             http: HttpSettings {
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
                 cors_origins: self.cors_origins.clone(),
-            },
-            breaker: workers::breaker::BreakerSettings {
-                threshold: self.delivery_breaker_threshold,
-                cooldown: Duration::from_secs(self.delivery_breaker_cooldown_secs),
             },
         })
     }

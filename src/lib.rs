@@ -16,11 +16,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use workers::breaker::{Breaker, BreakerSettings};
+use workers::breaker::Breaker;
 use workers::{
-    run_consumer, DeliveryEnqueuer, DeliveryWorker, EventHandler, InProcessBus, KafkaConfig,
-    KafkaPublisher, Planner, ProjectionHandler, Publisher, Relay, Stream, TelegramClient,
-    TelegramConfig,
+    run_consumer, DeliveryEnqueuer, DeliverySettings, DeliveryWorker, EventHandler, InProcessBus,
+    KafkaConfig, KafkaPublisher, Planner, ProjectionHandler, Providers, Publisher, Relay, Stream,
+    TelegramClient, TelegramConfig,
 };
 
 /// What this process is configured with. Secrets in here are never logged.
@@ -34,7 +34,8 @@ pub struct Settings {
     pub kafka: Option<KafkaConfig>,
     /// `None`: notifications are planned and queued, not sent.
     pub telegram: Option<TelegramConfig>,
-    pub max_delivery_attempts: u32,
+    /// Attempt budgets, concurrency, Telegram's rate limits, circuit breakers.
+    pub delivery: DeliverySettings,
     /// Scheduled backups, when configured.
     pub backups: Option<ops::backup::Schedule>,
     pub pool: PoolSettings,
@@ -44,8 +45,6 @@ pub struct Settings {
     pub webhook_secret_overlap: Duration,
     pub limits: api::limits::LimitSettings,
     pub http: api::HttpSettings,
-    /// When the delivery worker stops calling a provider that is down.
-    pub breaker: BreakerSettings,
     /// How the bot gets updates (with a Telegram token); `None`: no bot.
     pub bot: Option<workers::bot::BotMode>,
     /// The SMTP server verification emails go through; `None`: email contacts cannot be added.
@@ -53,6 +52,16 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The channels this Herald can deliver to: Telegram always (without a token its notifications wait in the
+    /// dead-letter queue for one), the others when their provider is configured.
+    pub fn channels(&self) -> std::collections::BTreeSet<domain::ChannelKind> {
+        let mut channels = std::collections::BTreeSet::from([domain::ChannelKind::Telegram]);
+        if self.email.is_some() {
+            channels.insert(domain::ChannelKind::Email);
+        }
+        channels
+    }
+
     /// Defaults for everything but the database: all-in-one, nothing sent, no backups.
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
@@ -61,14 +70,13 @@ impl Settings {
             public_url: "http://127.0.0.1:8080".into(),
             kafka: None,
             telegram: None,
-            max_delivery_attempts: 5,
+            delivery: DeliverySettings::default(),
             backups: None,
             pool: PoolSettings::default(),
             jwt: api::auth::jwt::JwtKeys::disabled(),
             webhook_secret_overlap: commands::DEFAULT_SECRET_OVERLAP,
             limits: api::limits::LimitSettings::default(),
             http: api::HttpSettings::default(),
-            breaker: BreakerSettings::default(),
             bot: None,
             email: None,
         }
@@ -285,7 +293,10 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         ))));
     }
     if roles.contains(&Role::Planner) {
-        handlers.push(Arc::new(Planner::new(commands.clone())));
+        handlers.push(Arc::new(Planner::new(
+            commands.clone(),
+            settings.channels(),
+        )));
         let digester = workers::digest::Digester::new(commands.clone());
         tasks.push((
             "digests",
@@ -295,19 +306,33 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
     if roles.contains(&Role::Delivery) {
         let wake = Arc::new(tokio::sync::Notify::new());
         handlers.push(Arc::new(DeliveryEnqueuer::new(pool.clone(), wake.clone())));
+        let mut providers = Providers::new(settings.delivery.public_url.clone());
         match &settings.telegram {
             Some(config) => {
-                let client = TelegramClient::new(config.clone()).context("cannot build the HTTP client")?;
-                let breaker = Arc::new(Breaker::new("telegram", settings.breaker));
-                breakers.push(breaker.clone());
-                let worker = DeliveryWorker::new(commands.clone(), client, settings.max_delivery_attempts, wake)
-                    .with_breaker(breaker);
-                tasks.push(("delivery", tokio::spawn(worker.run(shutdown.clone()))));
+                providers.telegram = Some(
+                    TelegramClient::new(config.clone()).context("cannot build the HTTP client")?,
+                );
             }
             None => tracing::warn!(
-                "HERALD_TELEGRAM_BOT_TOKEN is not set: notifications are planned and queued, and sent once a token is configured"
+                "HERALD_TELEGRAM_BOT_TOKEN is not set: Telegram notifications are planned and queued, and sent once a token is configured"
             ),
         }
+        if let Some(config) = &settings.email {
+            providers.email = Some(
+                workers::email::Mailer::new(config.clone())
+                    .context("cannot set up the SMTP mailer")?,
+            );
+        }
+        if let Some(kafka) = &settings.kafka {
+            handlers.push(Arc::new(
+                workers::dead_letters::DeadLetterTopic::new(kafka, commands.clone())
+                    .context("cannot create the Kafka producer for dead letters")?,
+            ));
+        }
+        let worker =
+            DeliveryWorker::new(commands.clone(), providers, settings.delivery.clone(), wake);
+        breakers.extend(worker.breakers());
+        tasks.push(("delivery", tokio::spawn(worker.run(shutdown.clone()))));
     }
     if roles.contains(&Role::Bot) {
         match (&settings.telegram, &settings.bot) {

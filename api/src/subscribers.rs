@@ -97,6 +97,9 @@ struct SubscriberInput {
     /// At most one message per this many minutes per project (1 to 1440); absent: every message.
     #[serde(default)]
     digest_minutes: Option<u32>,
+    /// A run's verdict edits its "started" Telegram message in place instead of arriving as a second message.
+    #[serde(default)]
+    edit_in_place: bool,
 }
 
 /// A subscriber's preferences, replaced as a whole: what is left out is turned off.
@@ -113,6 +116,9 @@ struct PreferencesInput {
     /// At most one message per this many minutes per project (1 to 1440); absent: every message.
     #[serde(default)]
     digest_minutes: Option<u32>,
+    /// A run's verdict edits its "started" Telegram message in place instead of arriving as a second message.
+    #[serde(default)]
+    edit_in_place: bool,
 }
 
 /// A new subscriber.
@@ -268,6 +274,7 @@ fn preferences(
     language: Option<&str>,
     quiet_hours: Option<&QuietHoursInput>,
     digest_minutes: Option<u32>,
+    edit_in_place: bool,
 ) -> Result<Preferences, InvalidValue> {
     Preferences {
         time_zone: time_zone.map_or_else(|| Ok(TimeZone::utc()), TimeZone::parse)?,
@@ -276,6 +283,7 @@ fn preferences(
             .map(|q| QuietHours::parse(&q.start, &q.end))
             .transpose()?,
         digest_minutes,
+        edit_in_place,
     }
     .validate()
 }
@@ -429,6 +437,7 @@ async fn create(
         input.language.as_deref(),
         input.quiet_hours.as_ref(),
         input.digest_minutes,
+        input.edit_in_place,
     )?;
     let subscriber_id = state
         .commands
@@ -518,6 +527,7 @@ async fn change_preferences(
         Some(&input.language),
         input.quiet_hours.as_ref(),
         input.digest_minutes,
+        input.edit_in_place,
     )?;
     state
         .commands
@@ -965,7 +975,9 @@ mod tests {
     #[test]
     fn preferences_name_the_field_they_refuse() {
         let field = |tz: Option<&str>, lang: Option<&str>, digest: Option<u32>| {
-            preferences(tz, lang, None, digest).unwrap_err().field
+            preferences(tz, lang, None, digest, false)
+                .unwrap_err()
+                .field
         };
         assert_eq!(field(Some("Mars/Olympus"), None, None), "time_zone");
         assert_eq!(field(None, Some("xx"), None), "language");
@@ -975,12 +987,12 @@ mod tests {
             end: "07:00".into(),
         };
         assert_eq!(
-            preferences(None, None, Some(&quiet), None)
+            preferences(None, None, Some(&quiet), None, false)
                 .unwrap_err()
                 .field,
             "quiet_hours"
         );
-        let ok = preferences(None, None, None, None).unwrap();
+        let ok = preferences(None, None, None, None, false).unwrap();
         assert_eq!(ok, Preferences::default());
     }
 

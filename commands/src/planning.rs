@@ -29,8 +29,10 @@ pub const CONTACT_UNVERIFIED: &str = "contact_unverified";
 pub const CONTACT_DISABLED: &str = "contact_disabled";
 pub const MUTED: &str = "muted";
 pub const MIN_INTERVAL: &str = "min_interval";
-/// The contact is an email address or a push target, and this Herald does not deliver to those yet.
+/// The contact's channel (email, FCM, Web Push) has no provider configured in this Herald.
 pub const CHANNEL_UNAVAILABLE: &str = "channel_unavailable";
+/// The same contact gets this news through another of its subscriptions (overlapping filters): once is enough.
+pub const DUPLICATE: &str = "duplicate";
 pub const QUIET_HOURS: &str = "quiet_hours";
 pub const DIGEST_WINDOW: &str = "digest_window";
 
@@ -57,6 +59,8 @@ pub struct ContactFacts {
     pub removed: bool,
     pub verified: bool,
     pub enabled: bool,
+    /// This Herald has a provider for the contact's channel.
+    pub channel_available: bool,
 }
 
 /// Send or not; the text is the same for every subscriber of an event, so callers render it once.
@@ -76,8 +80,8 @@ pub fn decide(
             Some(_) if contact.removed => return suppress(CONTACT_REMOVED),
             Some(_) if !contact.verified => return suppress(CONTACT_UNVERIFIED),
             Some(_) if !contact.enabled => return suppress(CONTACT_DISABLED),
-            Some(ContactAddress::Telegram { .. }) => {}
-            Some(_) => return suppress(CHANNEL_UNAVAILABLE),
+            Some(_) if !contact.channel_available => return suppress(CHANNEL_UNAVAILABLE),
+            Some(_) => {}
         }
     }
     if recipient.muted && recipient.muted_until.is_none_or(|until| now < until) {
@@ -156,6 +160,7 @@ mod tests {
                 removed: false,
                 verified,
                 enabled,
+                channel_available: !email,
             }),
             ..Recipient::default()
         }
@@ -181,10 +186,12 @@ mod tests {
             reason(&contact(true, false, false), Outcome::Failed),
             CONTACT_DISABLED
         );
-        assert_eq!(
-            reason(&contact(true, true, true), Outcome::Failed),
-            CHANNEL_UNAVAILABLE
-        );
+        let mut email = contact(true, true, true);
+        assert_eq!(reason(&email, Outcome::Failed), CHANNEL_UNAVAILABLE);
+        if let Some(facts) = email.contact.as_mut() {
+            facts.channel_available = true;
+        }
+        assert_eq!(reason(&email, Outcome::Failed), "send");
         let mut muted = contact(true, true, false);
         muted.muted = true;
         assert_eq!(reason(&muted, Outcome::Failed), MUTED);

@@ -27,8 +27,8 @@ pub use build_run::{
 };
 pub use filter::{Glob, Mismatch, ProjectScope, RunFacts, SubscriptionFilter};
 pub use notification::{
-    Button, Channel, Notification, NotificationCommand, NotificationError, NotificationEvent,
-    SendFailure, Settled,
+    Button, Channel, ChannelKind, MessageDetails, Notification, NotificationCommand,
+    NotificationError, NotificationEvent, SendFailure, Settled,
 };
 pub use project::{Project, ProjectCommand, ProjectError, ProjectEvent};
 pub use stored_event::StoredEvent;

@@ -24,6 +24,74 @@ pub enum Channel {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic_id: Option<i64>,
     },
+    /// A verified email address.
+    Email { address: String },
+    /// A Firebase Cloud Messaging registration token.
+    Fcm { token: String },
+    /// A browser's Web Push subscription (RFC 8030 endpoint, RFC 8291 keys).
+    WebPush {
+        endpoint: String,
+        p256dh: String,
+        auth: String,
+    },
+}
+
+impl Channel {
+    /// The provider behind the channel: what rate limits, circuit breakers and attempt budgets are kept per.
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            Self::Telegram { .. } => ChannelKind::Telegram,
+            Self::Email { .. } => ChannelKind::Email,
+            Self::Fcm { .. } => ChannelKind::Fcm,
+            Self::WebPush { .. } => ChannelKind::WebPush,
+        }
+    }
+}
+
+/// The kinds of [`Channel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Telegram,
+    Email,
+    Fcm,
+    WebPush,
+}
+
+impl ChannelKind {
+    pub const ALL: [Self; 4] = [Self::Telegram, Self::Email, Self::Fcm, Self::WebPush];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Telegram => "telegram",
+            Self::Email => "email",
+            Self::Fcm => "fcm",
+            Self::WebPush => "web_push",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
+/// What a message carries beside its main text, depending on the channel: an email's subject and HTML body, a
+/// push notification's title and link, and the earlier message a Telegram notification edits in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDetails {
+    /// The email subject, or the push notification's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The email's HTML alternative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// Where a click on a push notification leads (the CI run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// The notification whose Telegram message this one replaces with `editMessageText` (a run's "started"
+    /// message, updated with its verdict), when that message was delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<Uuid>,
 }
 
 /// An inline button under a message: a label in the subscriber's language and the bot command it runs.
@@ -46,6 +114,9 @@ pub struct SendFailure {
     pub retry_after_secs: Option<u64>,
 }
 
+/// How long the provider took to answer an attempt, in milliseconds (absent in events written before 1.1).
+pub type LatencyMs = Option<u64>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum NotificationCommand {
     Plan {
@@ -60,6 +131,7 @@ pub enum NotificationCommand {
         channel: Channel,
         text: String,
         buttons: Vec<Button>,
+        details: MessageDetails,
         at: DateTime<Utc>,
     },
     Suppress {
@@ -99,11 +171,24 @@ pub enum NotificationCommand {
     RecordDelivered {
         attempt: u32,
         provider_message_id: Option<String>,
+        latency_ms: LatencyMs,
         at: DateTime<Utc>,
     },
     RecordFailure {
         attempt: u32,
         failure: SendFailure,
+        max_attempts: u32,
+        latency_ms: LatencyMs,
+        /// A number in `[0, 1)` the caller drew: the retry waits that fraction of the backoff ("full jitter"),
+        /// so notifications that failed together do not retry together. Drawn outside so the aggregate stays
+        /// deterministic.
+        jitter: f64,
+        at: DateTime<Utc>,
+    },
+    /// A worker found an attempt started but never finished (it, or another worker, died mid-call): whether the
+    /// provider got the message is unknown. The next attempt goes out with the same idempotency key and is
+    /// marked as a possible duplicate.
+    RecordInterrupted {
         max_attempts: u32,
         at: DateTime<Utc>,
     },
@@ -142,6 +227,9 @@ pub enum NotificationEvent {
         /// Added in 1.2; none before.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         buttons: Vec<Button>,
+        /// Added in 1.3; empty before.
+        #[serde(default, flatten)]
+        details: MessageDetails,
         planned_at: DateTime<Utc>,
     },
     NotificationSuppressed {
@@ -177,13 +265,30 @@ pub enum NotificationEvent {
     Delivered {
         attempt: u32,
         provider_message_id: Option<String>,
+        /// Added in 1.1.
+        #[serde(default)]
+        latency_ms: LatencyMs,
+        /// An earlier attempt was interrupted after it may have reached the provider: the recipient may have
+        /// this message twice. Added in 1.1.
+        #[serde(default)]
+        possible_duplicate: bool,
         delivered_at: DateTime<Utc>,
     },
     AttemptFailed {
         attempt: u32,
         failure: SendFailure,
+        /// Added in 1.1.
+        #[serde(default)]
+        latency_ms: LatencyMs,
         failed_at: DateTime<Utc>,
         /// When to try again; `None` when this failure ends the notification.
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// Attempt `attempt` started but its outcome was never recorded.
+    AttemptInterrupted {
+        attempt: u32,
+        detected_at: DateTime<Utc>,
+        /// When to try again; `None` when the attempt budget is spent.
         retry_at: Option<DateTime<Utc>>,
     },
     DeadLettered {
@@ -212,6 +317,7 @@ impl DomainEvent for NotificationEvent {
             Self::AttemptStarted { .. } => "AttemptStarted",
             Self::Delivered { .. } => "Delivered",
             Self::AttemptFailed { .. } => "AttemptFailed",
+            Self::AttemptInterrupted { .. } => "AttemptInterrupted",
             Self::DeadLettered { .. } => "DeadLettered",
             Self::NotificationRedriven { .. } => "NotificationRedriven",
             Self::DeadLetterDiscarded { .. } => "DeadLetterDiscarded",
@@ -233,6 +339,8 @@ pub enum NotificationError {
     AttemptInFlight(u32),
     #[error("no attempt {0} in flight")]
     NoSuchAttempt(u32),
+    #[error("no attempt in flight")]
+    NoAttemptInFlight,
     #[error("only a dead-lettered notification can be redriven or discarded")]
     NotDeadLettered,
     #[error(
@@ -256,10 +364,24 @@ pub enum Settled {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     pub notification_id: Option<Uuid>,
+    #[serde(default)]
+    pub build_run_id: String,
+    #[serde(default)]
+    pub project_id: Option<Uuid>,
+    #[serde(default)]
+    pub subscription_id: Option<Uuid>,
     pub channel: Option<Channel>,
     pub text: String,
     #[serde(default)]
     pub buttons: Vec<Button>,
+    #[serde(default)]
+    pub details: MessageDetails,
+    /// The provider's id of the delivered message (Telegram's message id: what an edit in place needs).
+    #[serde(default)]
+    pub provider_message_id: Option<String>,
+    /// An attempt was interrupted: the next delivery may be a duplicate.
+    #[serde(default)]
+    pub possible_duplicate: bool,
     pub attempts: u32,
     pub in_flight: Option<u32>,
     pub settled: Option<Settled>,
@@ -272,11 +394,30 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// Exponential backoff from 2 s, doubling, capped at 10 minutes; a provider's `retry_after` wins when longer.
-    pub fn retry_delay(attempt: u32, retry_after_secs: Option<u64>) -> Duration {
-        let backoff = 2_i64.saturating_pow(attempt.min(20)).min(600);
-        let provider = retry_after_secs.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
-        Duration::seconds(backoff.max(provider))
+    /// The longest wait between two attempts.
+    pub const MAX_BACKOFF_SECS: i64 = 600;
+
+    /// Exponential backoff with full jitter: a ceiling of 2 s doubling per attempt (capped at ten minutes), of
+    /// which the retry waits the fraction `jitter` (at least a second). Full jitter spreads the retries of many
+    /// notifications that failed together (a provider outage) over the whole window instead of sending them back
+    /// in one wave. A provider's own `retry_after` is a floor: waiting less only earns another 429.
+    pub fn retry_delay(attempt: u32, retry_after_secs: Option<u64>, jitter: f64) -> Duration {
+        let ceiling = 2_i64
+            .saturating_pow(attempt.min(20))
+            .min(Self::MAX_BACKOFF_SECS);
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let backoff_ms = ((ceiling * 1000) as f64 * jitter) as i64;
+        let provider = retry_after_secs.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX / 2000));
+        Duration::milliseconds(backoff_ms.max(1000).max(provider.saturating_mul(1000)))
+    }
+
+    /// Has this notification spent its attempts (counted from the last redrive)?
+    fn budget_spent(&self, attempt: u32, max_attempts: u32) -> bool {
+        attempt.saturating_sub(self.attempts_before_redrive) >= max_attempts
     }
 
     fn require_open(&self) -> Result<(), NotificationError> {
@@ -323,6 +464,7 @@ impl Aggregate for Notification {
                 channel,
                 text,
                 buttons,
+                details,
                 at,
             } => {
                 if self.notification_id.is_some() {
@@ -338,6 +480,7 @@ impl Aggregate for Notification {
                     channel,
                     text,
                     buttons,
+                    details,
                     planned_at: at,
                 }]
             }
@@ -419,26 +562,53 @@ impl Aggregate for Notification {
             NotificationCommand::RecordDelivered {
                 attempt,
                 provider_message_id,
+                latency_ms,
                 at,
             } => {
                 self.require_in_flight(attempt)?;
                 vec![NotificationEvent::Delivered {
                     attempt,
                     provider_message_id,
+                    latency_ms,
+                    possible_duplicate: self.possible_duplicate,
                     delivered_at: at,
                 }]
+            }
+            NotificationCommand::RecordInterrupted { max_attempts, at } => {
+                self.require_open()?;
+                let Some(attempt) = self.in_flight else {
+                    return Err(NotificationError::NoAttemptInFlight);
+                };
+                let give_up = self.budget_spent(attempt, max_attempts);
+                let retry_at = (!give_up).then_some(at);
+                let mut events = vec![NotificationEvent::AttemptInterrupted {
+                    attempt,
+                    detected_at: at,
+                    retry_at,
+                }];
+                if give_up {
+                    events.push(NotificationEvent::DeadLettered {
+                        attempts: attempt,
+                        reason: format!(
+                            "attempt {attempt} was interrupted before its outcome was recorded, and it was the last"
+                        ),
+                        dead_lettered_at: at,
+                    });
+                }
+                events
             }
             NotificationCommand::RecordFailure {
                 attempt,
                 failure,
                 max_attempts,
+                latency_ms,
+                jitter,
                 at,
             } => {
                 self.require_in_flight(attempt)?;
-                let give_up =
-                    !failure.retryable || attempt - self.attempts_before_redrive >= max_attempts;
-                let retry_at =
-                    (!give_up).then(|| at + Self::retry_delay(attempt, failure.retry_after_secs));
+                let give_up = !failure.retryable || self.budget_spent(attempt, max_attempts);
+                let retry_at = (!give_up)
+                    .then(|| at + Self::retry_delay(attempt, failure.retry_after_secs, jitter));
                 let reason = if failure.retryable {
                     format!("gave up after {attempt} attempts: {}", failure.description)
                 } else {
@@ -447,6 +617,7 @@ impl Aggregate for Notification {
                 let mut events = vec![NotificationEvent::AttemptFailed {
                     attempt,
                     failure,
+                    latency_ms,
                     failed_at: at,
                     retry_at,
                 }];
@@ -497,16 +668,24 @@ impl Aggregate for Notification {
         match event {
             NotificationEvent::NotificationPlanned {
                 notification_id,
+                build_run_id,
+                project_id,
+                subscription_id,
                 channel,
                 text,
                 buttons,
+                details,
                 planned_at,
                 ..
             } => {
                 self.notification_id = Some(notification_id);
+                self.build_run_id = build_run_id;
+                self.project_id = Some(project_id);
+                self.subscription_id = Some(subscription_id);
                 self.channel = Some(channel);
                 self.text = text;
                 self.buttons = buttons;
+                self.details = details;
                 self.retry_at = Some(planned_at);
             }
             NotificationEvent::NotificationSuppressed {
@@ -530,13 +709,22 @@ impl Aggregate for Notification {
                 self.attempts = attempt;
                 self.in_flight = Some(attempt);
             }
-            NotificationEvent::Delivered { .. } => {
+            NotificationEvent::Delivered {
+                provider_message_id,
+                ..
+            } => {
                 self.in_flight = None;
+                self.provider_message_id = provider_message_id;
                 self.settled = Some(Settled::Delivered);
             }
             NotificationEvent::AttemptFailed { retry_at, .. } => {
                 self.in_flight = None;
                 self.retry_at = retry_at;
+            }
+            NotificationEvent::AttemptInterrupted { retry_at, .. } => {
+                self.in_flight = None;
+                self.retry_at = retry_at;
+                self.possible_duplicate = true;
             }
             NotificationEvent::DeadLettered { .. } => {
                 self.in_flight = None;
@@ -581,6 +769,7 @@ mod tests {
             },
             text: "hi".into(),
             buttons: vec![],
+            details: MessageDetails::default(),
             planned_at: at(),
         }
     }
@@ -618,6 +807,8 @@ mod tests {
                 NotificationEvent::Delivered {
                     attempt: 1,
                     provider_message_id: Some("7".into()),
+                    latency_ms: Some(12),
+                    possible_duplicate: false,
                     delivered_at: at(),
                 },
             ])
@@ -633,11 +824,14 @@ mod tests {
                 attempt: 1,
                 failure: failure(true, Some(30)),
                 max_attempts: 5,
+                latency_ms: Some(40),
+                jitter: 0.5,
                 at: at(),
             })
             .then_expect_events(vec![NotificationEvent::AttemptFailed {
                 attempt: 1,
                 failure: failure(true, Some(30)),
+                latency_ms: Some(40),
                 failed_at: at(),
                 retry_at: Some(at() + Duration::seconds(30)),
             }]);
@@ -651,6 +845,8 @@ mod tests {
                 attempt: 1,
                 failure: failure(false, None),
                 max_attempts: 5,
+                latency_ms: None,
+                jitter: 0.5,
                 at: at(),
             })
             .inspect_result()
@@ -669,6 +865,8 @@ mod tests {
                 attempt: 1,
                 failure: failure(true, None),
                 max_attempts: 1,
+                latency_ms: None,
+                jitter: 0.5,
                 at: at(),
             })
             .inspect_result()
@@ -693,6 +891,7 @@ mod tests {
                 },
                 text: "hi".into(),
                 buttons: vec![],
+                details: MessageDetails::default(),
                 at: at(),
             })
             .then_expect_events(vec![]);
@@ -715,14 +914,125 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(Notification::retry_delay(1, None), Duration::seconds(2));
-        assert_eq!(Notification::retry_delay(3, None), Duration::seconds(8));
-        assert_eq!(Notification::retry_delay(30, None), Duration::seconds(600));
+    fn backoff_is_a_jittered_fraction_of_a_doubling_capped_ceiling() {
+        let delay = Notification::retry_delay;
+        assert_eq!(delay(1, None, 1.0), Duration::seconds(2));
+        assert_eq!(delay(3, None, 1.0), Duration::seconds(8));
+        assert_eq!(delay(3, None, 0.5), Duration::seconds(4));
+        assert_eq!(delay(30, None, 1.0), Duration::seconds(600));
+        assert_eq!(delay(30, None, 0.25), Duration::seconds(150));
         assert_eq!(
-            Notification::retry_delay(1, Some(45)),
-            Duration::seconds(45)
+            delay(3, None, 0.0),
+            Duration::seconds(1),
+            "never a hot loop"
         );
+        assert_eq!(delay(3, None, f64::NAN), Duration::seconds(8));
+        assert_eq!(
+            delay(1, Some(45), 0.1),
+            Duration::seconds(45),
+            "the provider's retry_after is a floor"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_attempt_is_retried_and_its_delivery_marked_a_possible_duplicate() {
+        let events = Given::with(())
+            .given(vec![planned(), started(1)])
+            .when(NotificationCommand::RecordInterrupted {
+                max_attempts: 3,
+                at: at(),
+            })
+            .inspect_result()
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![NotificationEvent::AttemptInterrupted {
+                attempt: 1,
+                detected_at: at(),
+                retry_at: Some(at()),
+            }]
+        );
+        let mut history = vec![planned(), started(1)];
+        history.extend(events);
+        history.push(started(2));
+        Given::with(())
+            .given(history)
+            .when(NotificationCommand::RecordDelivered {
+                attempt: 2,
+                provider_message_id: Some("9".into()),
+                latency_ms: Some(3),
+                at: at(),
+            })
+            .then_expect_events(vec![NotificationEvent::Delivered {
+                attempt: 2,
+                provider_message_id: Some("9".into()),
+                latency_ms: Some(3),
+                possible_duplicate: true,
+                delivered_at: at(),
+            }]);
+    }
+
+    #[test]
+    fn an_interrupted_last_attempt_dead_letters() {
+        let events = Given::with(())
+            .given(vec![planned(), started(1)])
+            .when(NotificationCommand::RecordInterrupted {
+                max_attempts: 1,
+                at: at(),
+            })
+            .inspect_result()
+            .unwrap();
+        assert!(matches!(
+            events.as_slice(),
+            [
+                NotificationEvent::AttemptInterrupted { retry_at: None, .. },
+                NotificationEvent::DeadLettered { attempts: 1, .. }
+            ]
+        ));
+        Given::with(())
+            .given(vec![planned()])
+            .when(NotificationCommand::RecordInterrupted {
+                max_attempts: 1,
+                at: at(),
+            })
+            .then_expect_error(NotificationError::NoAttemptInFlight);
+    }
+
+    #[test]
+    fn old_planned_events_read_with_empty_details() {
+        let old = serde_json::json!({"NotificationPlanned": {
+            "notification_id": Uuid::nil(), "build_run_id": "b", "project_id": Uuid::nil(),
+            "subscription_id": Uuid::nil(), "subscription_version": 1, "template": null,
+            "channel": {"channel": "telegram", "chat_id": 1}, "text": "hi", "planned_at": at()
+        }});
+        let event: NotificationEvent = serde_json::from_value(old).unwrap();
+        assert!(matches!(
+            event,
+            NotificationEvent::NotificationPlanned { details, .. } if details == MessageDetails::default()
+        ));
+        let email = NotificationEvent::NotificationPlanned {
+            notification_id: Uuid::nil(),
+            build_run_id: "b".into(),
+            project_id: Uuid::nil(),
+            subscription_id: Uuid::nil(),
+            subscription_version: 1,
+            template: None,
+            channel: Channel::Email {
+                address: "a@example.com".into(),
+            },
+            text: "plain".into(),
+            buttons: vec![],
+            details: MessageDetails {
+                subject: Some("s".into()),
+                html: Some("<p>h</p>".into()),
+                link: None,
+                replaces: None,
+            },
+            planned_at: at(),
+        };
+        let round_trip: NotificationEvent =
+            serde_json::from_value(serde_json::to_value(&email).unwrap()).unwrap();
+        assert_eq!(round_trip, email);
     }
 
     fn dead_lettered() -> Vec<NotificationEvent> {
@@ -759,6 +1069,8 @@ mod tests {
                 attempt: 2,
                 failure: failure(true, None),
                 max_attempts: 2,
+                latency_ms: None,
+                jitter: 0.5,
                 at: at(),
             })
             .inspect_result()

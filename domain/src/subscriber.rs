@@ -213,6 +213,9 @@ pub struct Preferences {
     /// At most one message per this many minutes per project, the rest folded into it (none: every message).
     #[serde(default)]
     pub digest_minutes: Option<u32>,
+    /// A run's verdict edits its "started" Telegram message in place instead of arriving as a second message.
+    #[serde(default)]
+    pub edit_in_place: bool,
 }
 
 impl Preferences {

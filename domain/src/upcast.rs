@@ -7,6 +7,10 @@
 //!   version and the template it used. Events written before could not know them: 1.0 reads as version 0
 //!   ("unrecorded") and no template.
 //! - `NotificationPlanned` 1.1 → 1.2: a planned message may carry inline buttons; older ones had none.
+//! - `NotificationPlanned` 1.2 → 1.3: email and push channels; a message may carry a subject, an HTML body, a
+//!   link and the notification it edits in place. All optional: older events read without them.
+//! - `Delivered` / `AttemptFailed` 1.0 → 1.1: the provider's latency, and (delivered) whether an interrupted
+//!   attempt came before. Older events read with no latency and no duplicate risk.
 //! - `Subscribed` 1.0 → 2.0: subscriptions gained a target (a subscriber's contact, or a bare chat) and a filter
 //!   (projects or an owner, branch and workflow globs, outcomes, minimum interval). A 1.0 subscription was one
 //!   project, one chat and a list of outcomes: it reads as a bare-chat target with a one-project filter.
@@ -16,7 +20,8 @@ use serde_json::Value;
 /// The version Herald writes today for `event_type`.
 pub fn current_version(event_type: &str) -> &'static str {
     match event_type {
-        "NotificationPlanned" => "1.2",
+        "NotificationPlanned" => "1.3",
+        "Delivered" | "AttemptFailed" => "1.1",
         "NotificationSuppressed" => "1.1",
         "Subscribed" => "2.0",
         _ => "1.0",
@@ -30,7 +35,8 @@ pub fn is_old(event_type: &str, version: &str) -> bool {
 
 /// Bring a stored payload (externally tagged, as postgres-es stores it) to the current shape.
 pub fn upcast(event_type: &str, version: &str, mut payload: Value) -> (String, Value) {
-    if let ("NotificationPlanned" | "NotificationSuppressed", "1.0" | "1.1") = (event_type, version)
+    if let ("NotificationPlanned" | "NotificationSuppressed", "1.0" | "1.1" | "1.2") =
+        (event_type, version)
     {
         if let Some(body) = payload.get_mut(event_type).and_then(Value::as_object_mut) {
             body.entry("subscription_version").or_insert(Value::from(0));
@@ -39,6 +45,10 @@ pub fn upcast(event_type: &str, version: &str, mut payload: Value) -> (String, V
                 body.entry("buttons").or_insert(Value::Array(Vec::new()));
             }
         }
+        return (current_version(event_type).to_owned(), payload);
+    }
+    if let ("Delivered" | "AttemptFailed", "1.0") = (event_type, version) {
+        // Additive: the new fields have serde defaults.
         return (current_version(event_type).to_owned(), payload);
     }
     if let ("Subscribed", "1.0") = (event_type, version) {

@@ -184,11 +184,13 @@ pub fn summarize(event: &StoredEvent) -> String {
                 subscription_id,
                 subscription_version,
                 template,
-                channel: Channel::Telegram { chat_id, .. },
+                channel,
+                details,
                 ..
             }) => format!(
-                "planned: Telegram chat {} (subscription {subscription_id} v{subscription_version}, template {})",
-                chat_id.get(),
+                "planned: {}{} (subscription {subscription_id} v{subscription_version}, template {})",
+                describe_channel(&channel),
+                details.replaces.map_or_else(String::new, |id| format!(", editing the message of {id}")),
                 template.as_deref().unwrap_or("unrecorded")
             ),
             Ok(NotificationEvent::NotificationSuppressed {
@@ -201,18 +203,27 @@ pub fn summarize(event: &StoredEvent) -> String {
             Ok(NotificationEvent::Delivered {
                 attempt,
                 provider_message_id,
+                latency_ms,
+                possible_duplicate,
                 ..
             }) => format!(
-                "delivered on attempt {attempt} (provider message {})",
-                provider_message_id.as_deref().unwrap_or("?")
+                "delivered on attempt {attempt} (provider message {}{}){}",
+                provider_message_id.as_deref().unwrap_or("?"),
+                latency_ms.map_or_else(String::new, |ms| format!(", {ms} ms")),
+                if possible_duplicate { "; possibly a duplicate: an earlier attempt was interrupted" } else { "" }
             ),
+            Ok(NotificationEvent::AttemptInterrupted { attempt, .. }) => {
+                format!("attempt {attempt} was interrupted: whether the provider got it is unknown")
+            }
             Ok(NotificationEvent::AttemptFailed {
                 attempt,
                 failure,
                 retry_at,
+                latency_ms,
                 ..
             }) => format!(
-                "attempt {attempt} failed: {} {}{}",
+                "attempt {attempt} failed{}: {} {}{}",
+                latency_ms.map_or_else(String::new, |ms| format!(" after {ms} ms")),
                 failure.code.map_or_else(|| "no answer".to_owned(), |c| c.to_string()),
                 failure.description,
                 retry_at.map_or_else(String::new, |t| format!("; retry at {}", t.to_rfc3339()))
@@ -277,5 +288,31 @@ pub fn summarize(event: &StoredEvent) -> String {
             Err(e) => format!("undecodable {}: {e}", event.event_type),
         },
         other => format!("{other} {}", event.event_type),
+    }
+}
+
+/// Where a notification went, in words an auditor can read, without spelling out tokens or keys.
+fn describe_channel(channel: &Channel) -> String {
+    match channel {
+        Channel::Telegram { chat_id, .. } => format!("Telegram chat {}", chat_id.get()),
+        Channel::Email { address } => format!("email to {address}"),
+        Channel::Fcm { token } => format!(
+            "FCM token …{}",
+            token
+                .chars()
+                .rev()
+                .take(6)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+        ),
+        Channel::WebPush { endpoint, .. } => format!(
+            "Web Push via {}",
+            endpoint
+                .split('/')
+                .nth(2)
+                .unwrap_or("an unknown push service")
+        ),
     }
 }

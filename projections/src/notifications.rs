@@ -1,7 +1,7 @@
 //! `notifications`: where each notification stands, for operators and tests. The trail itself is the log.
 
 use async_trait::async_trait;
-use domain::{Channel, NotificationEvent, StoredEvent};
+use domain::{NotificationEvent, StoredEvent};
 use sqlx::PgConnection;
 
 use crate::{decode, Projection, ProjectionError};
@@ -36,16 +36,16 @@ impl Projection for NotificationsProjection {
                 planned_at,
                 ..
             } => {
-                let Channel::Telegram { .. } = channel;
                 sqlx::query(
                     "INSERT INTO notifications (notification_id, build_run_id, project_id, subscription_id, channel,
                                                 status, next_attempt_at, planned_at, updated_at)
-                     VALUES ($1, $2, $3, $4, 'telegram', 'planned', $5, $5, $6) ON CONFLICT DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, 'planned', $6, $6, $7) ON CONFLICT DO NOTHING",
                 )
                 .bind(notification_id)
                 .bind(build_run_id)
                 .bind(project_id)
                 .bind(subscription_id)
+                .bind(channel.kind().as_str())
                 .bind(planned_at)
                 .bind(at)
                 .execute(tx)
@@ -81,6 +81,7 @@ impl Projection for NotificationsProjection {
                 project_id,
                 subscription_id,
                 reason,
+                channel,
                 held_until,
                 held_at,
                 ..
@@ -88,7 +89,7 @@ impl Projection for NotificationsProjection {
                 sqlx::query(
                     "INSERT INTO notifications (notification_id, build_run_id, project_id, subscription_id, channel,
                                                 status, reason, next_attempt_at, planned_at, updated_at)
-                     VALUES ($1, $2, $3, $4, 'telegram', 'held', $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $9, 'held', $5, $6, $7, $8) ON CONFLICT DO NOTHING",
                 )
                 .bind(notification_id)
                 .bind(build_run_id)
@@ -98,6 +99,7 @@ impl Projection for NotificationsProjection {
                 .bind(held_until)
                 .bind(held_at)
                 .bind(at)
+                .bind(channel.kind().as_str())
                 .execute(tx)
                 .await?;
             }
@@ -119,6 +121,13 @@ impl Projection for NotificationsProjection {
             } => {
                 update("UPDATE notifications SET status = 'delivered', provider_message_id = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(provider_message_id)
+                    .execute(tx)
+                    .await?;
+            }
+            NotificationEvent::AttemptInterrupted { retry_at, .. } => {
+                update("UPDATE notifications SET status = 'retrying', last_error = $3, next_attempt_at = $4, updated_at = $2 WHERE notification_id::text = $1")
+                    .bind("interrupted: the outcome of the attempt is unknown")
+                    .bind(retry_at)
                     .execute(tx)
                     .await?;
             }

@@ -106,6 +106,7 @@ pub struct PlannerSubscription {
     pub quiet_start: Option<chrono::NaiveTime>,
     pub quiet_end: Option<chrono::NaiveTime>,
     pub digest_minutes: Option<i32>,
+    pub edit_in_place: Option<bool>,
 }
 
 const SUBSCRIPTION_COLUMNS: &str = "subscription_id, subscriber_id, contact_id, channel, chat_id, project_id,
@@ -239,7 +240,7 @@ pub async fn active_subscriptions(
         "SELECT s.subscription_id, s.version, s.filter, s.chat_id, s.subscriber_id, s.contact_id,
                 c.address AS contact_address, c.enabled AS contact_enabled, c.verified AS contact_verified,
                 c.removed AS contact_removed, r.muted, r.muted_until, r.language, r.time_zone, r.quiet_start,
-                r.quiet_end, r.digest_minutes
+                r.quiet_end, r.digest_minutes, r.edit_in_place
            FROM subscriptions s
            LEFT JOIN contacts c ON c.contact_id = s.contact_id
            LEFT JOIN subscribers r ON r.subscriber_id = s.subscriber_id
@@ -364,6 +365,8 @@ pub struct PreferencesView {
     pub quiet_hours: Option<QuietHoursView>,
     /// At most one message per this many minutes per project; absent: every message.
     pub digest_minutes: Option<u32>,
+    /// A run's verdict edits its "started" Telegram message in place.
+    pub edit_in_place: bool,
 }
 
 /// Quiet hours as `HH:MM` wall-clock times.
@@ -385,6 +388,7 @@ impl From<&domain::Preferences> for PreferencesView {
                 end: q.end.format("%H:%M").to_string(),
             }),
             digest_minutes: p.digest_minutes,
+            edit_in_place: p.edit_in_place,
         }
     }
 }
@@ -516,6 +520,7 @@ struct SubscriberRow {
     quiet_start: Option<chrono::NaiveTime>,
     quiet_end: Option<chrono::NaiveTime>,
     digest_minutes: Option<i32>,
+    edit_in_place: bool,
     muted_now: bool,
     muted_until: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
@@ -534,7 +539,7 @@ struct ContactRow {
 }
 
 const SUBSCRIBER_COLUMNS: &str = "subscriber_id, name, time_zone, language, quiet_start, quiet_end,
-    digest_minutes, (muted AND (muted_until IS NULL OR muted_until > now())) AS muted_now,
+    digest_minutes, edit_in_place, (muted AND (muted_until IS NULL OR muted_until > now())) AS muted_now,
     CASE WHEN muted AND muted_until > now() THEN muted_until END AS muted_until, created_at, updated_at";
 
 /// Subscribers, oldest first; `name` keeps those whose name contains it (any case).
@@ -604,6 +609,7 @@ async fn with_contacts(
                     language: row.language,
                     quiet_hours,
                     digest_minutes: row.digest_minutes.and_then(|m| u32::try_from(m).ok()),
+                    edit_in_place: row.edit_in_place,
                 },
                 muted: row.muted_now,
                 muted_until: row.muted_until,

@@ -84,7 +84,7 @@ async fn set_preferences(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE subscribers SET time_zone = $2, language = $3, quiet_start = $4, quiet_end = $5,
-                digest_minutes = $6 WHERE subscriber_id = $1::uuid",
+                digest_minutes = $6, edit_in_place = $7 WHERE subscriber_id = $1::uuid",
     )
     .bind(id)
     .bind(preferences.time_zone.as_str())
@@ -92,6 +92,7 @@ async fn set_preferences(
     .bind(preferences.quiet_hours.map(|q| q.start))
     .bind(preferences.quiet_hours.map(|q| q.end))
     .bind(preferences.digest_minutes.map(|m| m as i32))
+    .bind(preferences.edit_in_place)
     .execute(tx)
     .await?;
     Ok(())

@@ -330,7 +330,11 @@ pub fn settings_for(database: &str, bus: Bus, telegram: &FakeTelegram) -> Settin
             bot_token: BOT_TOKEN.into(),
             timeout: Duration::from_secs(5),
         }),
-        max_delivery_attempts: 3,
+        delivery: workers::DeliverySettings {
+            default_max_attempts: 3,
+            public_url: Some("http://herald.test".into()),
+            ..workers::DeliverySettings::default()
+        },
         jwt: api::auth::jwt::JwtKeys::new(JWT_SECRET),
         // Tests drive far more traffic from one address than a person would; the limits get their own tests.
         limits: api::limits::LimitSettings {

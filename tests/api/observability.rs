@@ -256,10 +256,12 @@ fn configuration_errors_are_named_before_anything_starts() {
 #[tokio::test]
 async fn a_provider_outage_opens_the_breaker_instead_of_burning_every_attempt() {
     let app = spawn_app_configured(Bus::InProcess, &Role::ALL, |s| {
-        s.breaker = workers::breaker::BreakerSettings {
+        s.delivery.breaker = workers::breaker::BreakerSettings {
             threshold: 2,
             cooldown: Duration::from_secs(600),
         };
+        // One at a time, so that no third attempt is already in flight when the second opens the breaker.
+        s.delivery.concurrency = 1;
     })
     .await;
     app.telegram

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use herald::Role;
 use serde_json::Value;
 
-use crate::helpers::{fixture, fixture_with, spawn_app, spawn_app_with, Bus, Reply, TestApp};
+use crate::helpers::{
+    fixture, fixture_with, spawn_app, spawn_app_configured, spawn_app_with, Bus, Reply, TestApp,
+};
 
 async fn a_completed_run_for_a_subscribed_project_sends_exactly_one_message(bus: Bus) {
     let app = spawn_app(bus).await;
@@ -83,7 +85,12 @@ async fn a_completed_run_reaches_telegram_once_through_the_in_process_bus() {
 /// Not a speed test (nothing is asserted about time): it prints the rate it saw, for the record.
 async fn many_runs_all_arrive(bus: Bus) {
     const RUNS: i64 = 100;
-    let app = spawn_app(bus).await;
+    // All to one chat, as fast as the pipeline goes: Telegram's per-chat limit (which would space these a
+    // second apart) is turned off; the rate-limit tests cover it.
+    let app = spawn_app_configured(bus, &Role::ALL, |s| {
+        s.delivery.telegram_limits.per_chat_per_sec = 0;
+    })
+    .await;
     let project = app.create_project("busy").await;
     app.subscribe(project.id, 77, Some(vec!["failed"])).await;
     let before = app.event_count().await;
@@ -238,7 +245,7 @@ async fn a_verdict_planned_twice_is_sent_once() {
     app.drain().await;
     // The stream redelivers the verdict (a consumer restarted before committing its offset).
     let commands = Arc::new(commands::Commands::new(app.pool.clone()));
-    let planner = workers::Planner::new(commands);
+    let planner = workers::Planner::new(commands, app.settings.channels());
     let verdict = projections::log::read_all(&app.pool)
         .await
         .unwrap()
@@ -260,7 +267,7 @@ async fn a_verdict_planned_twice_is_sent_once() {
 }
 
 #[tokio::test]
-async fn an_attempt_interrupted_mid_send_is_dead_lettered_not_sent_again() {
+async fn an_attempt_interrupted_mid_send_is_sent_again_and_recorded_as_a_possible_duplicate() {
     let app = spawn_app_with(Bus::InProcess, &[Role::Api, Role::Projections]).await;
     let commands = Arc::new(commands::Commands::new(app.pool.clone()));
     let id = uuid::Uuid::new_v4();
@@ -278,6 +285,7 @@ async fn an_attempt_interrupted_mid_send_is_dead_lettered_not_sent_again() {
         },
         text: "hello".into(),
         buttons: vec![],
+        details: domain::MessageDetails::default(),
         at: chrono::Utc::now(),
     };
     commands
@@ -294,22 +302,54 @@ async fn an_attempt_interrupted_mid_send_is_dead_lettered_not_sent_again() {
         .execute(&id.to_string(), start, &metadata)
         .await
         .unwrap();
-    sqlx::query("INSERT INTO delivery_queue (notification_id, next_attempt_at) VALUES ($1, now())")
-        .bind(id)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    let client = workers::TelegramClient::new(app.settings.telegram.clone().unwrap()).unwrap();
-    let worker =
-        workers::DeliveryWorker::new(commands, client, 3, Arc::new(tokio::sync::Notify::new()));
+    sqlx::query(
+        "INSERT INTO delivery_queue (notification_id, next_attempt_at, chat_id) VALUES ($1, now(), 5)",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut providers = workers::Providers::new(None);
+    providers.telegram =
+        Some(workers::TelegramClient::new(app.settings.telegram.clone().unwrap()).unwrap());
+    let worker = workers::DeliveryWorker::new(
+        commands.clone(),
+        providers,
+        app.settings.delivery.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+    );
     assert_eq!(
         worker.try_deliver_next().await.unwrap(),
-        workers::DeliveryOutcome::DeadLettered
+        workers::DeliveryOutcome::Interrupted
+    );
+    assert_eq!(
+        worker.try_deliver_next().await.unwrap(),
+        workers::DeliveryOutcome::Delivered
     );
     assert_eq!(
         worker.try_deliver_next().await.unwrap(),
         workers::DeliveryOutcome::Idle
     );
-    assert!(app.telegram.calls().is_empty());
+    assert_eq!(app.telegram.calls().len(), 1, "sent again, once");
+    let events: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_type, payload::jsonb FROM events WHERE aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(id.to_string())
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "NotificationPlanned",
+            "AttemptStarted",
+            "AttemptInterrupted",
+            "AttemptStarted",
+            "Delivered"
+        ]
+    );
+    assert_eq!(events[4].1["Delivered"]["possible_duplicate"], true);
+    assert!(events[4].1["Delivered"]["latency_ms"].is_u64());
     app.finish().await;
 }

@@ -1,7 +1,8 @@
 //! A circuit breaker per delivery channel. When a provider is down (timeouts, 5xx), every queued notification
 //! would otherwise burn one of its attempts per turn and land in the dead-letter queue together. After
-//! `threshold` consecutive outages the breaker opens: the worker claims nothing for `cooldown`, then lets one
-//! attempt through (half-open); a success closes it, another outage opens it again at once.
+//! `threshold` consecutive outages the breaker opens: the workers claim nothing of that channel for `cooldown`
+//! (its messages wait in the queue, their attempts untouched), then exactly one attempt goes through as a probe
+//! (half-open) while the others keep waiting; a success closes it, another outage opens it again at once.
 //!
 //! Refusals that say the provider is up (4xx, 429 with its own `retry_after`) neither open nor close it.
 //! The state is exported as `herald_circuit_breaker_open{channel}` and shown by `herald status`.
@@ -36,7 +37,12 @@ pub struct Breaker {
 struct State {
     consecutive_outages: u32,
     open_until: Option<Instant>,
+    /// Half-open: the one probe is out.
+    probing: bool,
 }
+
+/// While a probe is out, others ask again after this long.
+const PROBE_WAIT: Duration = Duration::from_millis(200);
 
 /// A breaker as `herald status` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -63,13 +69,34 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `Ok` when an attempt may go out now; otherwise how long to wait.
+    /// `Ok` when an attempt may go out now (after the cooldown, the first caller gets the probe); otherwise how
+    /// long to wait.
     pub fn allow(&self) -> Result<(), Duration> {
-        let state = self.lock();
+        let mut state = self.lock();
         match state.open_until {
             Some(until) if Instant::now() < until => Err(until - Instant::now()),
-            _ => Ok(()),
+            Some(_) if state.probing => Err(PROBE_WAIT),
+            Some(_) => {
+                state.probing = true;
+                Ok(())
+            }
+            None => Ok(()),
         }
+    }
+
+    /// Would [`Breaker::allow`] refuse now? (Without taking the probe.)
+    pub fn blocked(&self) -> bool {
+        let state = self.lock();
+        match state.open_until {
+            Some(until) => Instant::now() < until || state.probing,
+            None => false,
+        }
+    }
+
+    /// An attempt that was let through ended without telling whether the provider is up (it never reached
+    /// the provider): give the probe back.
+    pub fn release(&self) {
+        self.lock().probing = false;
     }
 
     /// The provider answered (whatever it said, it is up).
@@ -88,6 +115,7 @@ impl Breaker {
     pub fn record_outage(&self) {
         let mut state = self.lock();
         state.consecutive_outages += 1;
+        state.probing = false;
         if state.consecutive_outages >= self.settings.threshold {
             state.open_until = Some(Instant::now() + self.settings.cooldown);
             let outages = state.consecutive_outages;
@@ -158,7 +186,9 @@ mod tests {
         }
         assert!(b.allow().is_err());
         std::thread::sleep(Duration::from_millis(30));
+        assert!(!b.blocked());
         assert!(b.allow().is_ok(), "half-open: one attempt may go");
+        assert!(b.blocked() && b.allow().is_err(), "and only one");
         b.record_outage();
         assert!(b.allow().is_err(), "a failed probe opens it again at once");
         std::thread::sleep(Duration::from_millis(30));

@@ -13,10 +13,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use commands::template::MessageRenderer;
 use commands::{CommandError, Commands, Metadata};
-use domain::{Channel, NotificationCommand, NotificationEvent};
+use domain::{Channel, ChannelKind, MessageDetails, NotificationCommand, NotificationEvent};
 use projections::queries;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::planner::plain_text;
 
 const DIGEST_NAMESPACE: Uuid = Uuid::from_u128(0x6865_7261_6c64_4469_6765_7374_4964_0001);
 
@@ -82,6 +84,20 @@ impl Digester {
                 format!("held until {}", until.to_rfc3339()),
             ),
         ]);
+        let html = MessageRenderer::telegram_digest(&lines);
+        // The digest is written in Telegram HTML; email and push get it as text (email with an HTML part too).
+        let (text, details) = match first.channel.kind() {
+            ChannelKind::Telegram => (html, MessageDetails::default()),
+            _ => {
+                let text = plain_text(&html);
+                let details = MessageDetails {
+                    subject: text.lines().next().map(str::to_owned),
+                    html: Some(html.replace('\n', "<br>\n")),
+                    ..MessageDetails::default()
+                };
+                (text, details)
+            }
+        };
         let plan = NotificationCommand::Plan {
             notification_id: digest_id,
             build_run_id: format!("digest:{subscription_id}"),
@@ -90,8 +106,9 @@ impl Digester {
             subscription_version: 0,
             template: MessageRenderer::TELEGRAM_DIGEST.to_owned(),
             channel: first.channel.clone(),
-            text: MessageRenderer::telegram_digest(&lines),
+            text,
             buttons: Vec::new(),
+            details,
             at: Utc::now(),
         };
         let executor = self.commands.notifications();

@@ -365,7 +365,15 @@ impl Mailer {
 
     /// Send; returns the Message-ID Herald put on the message (`<uuid@from-domain>`, with the angle brackets).
     pub async fn send(&self, email: &OutgoingEmail) -> Result<String, SendFailure> {
-        let message_id = format!("<{}@{}>", Uuid::new_v4(), self.message_id_domain);
+        self.send_as(email, &Uuid::new_v4().simple().to_string())
+            .await
+    }
+
+    /// Send with the Message-ID `<{local}@from-domain>`. A notification passes its own id: should an attempt be
+    /// repeated after a crash, both copies carry one Message-ID, which mail stores and clients use to show a
+    /// message once.
+    pub async fn send_as(&self, email: &OutgoingEmail, local: &str) -> Result<String, SendFailure> {
+        let message_id = format!("<{local}@{}>", self.message_id_domain);
         let message = self.build(email, &message_id)?;
         match self.transport.send(message).await {
             Ok(_) => Ok(message_id),

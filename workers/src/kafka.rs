@@ -34,7 +34,12 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
-    fn client(&self) -> ClientConfig {
+    /// Where dead letters are published, for whoever wants to react to them (an alerting pipeline, a ticket).
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dead-letters", self.topic)
+    }
+
+    pub(crate) fn client(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
@@ -42,12 +47,16 @@ impl KafkaConfig {
         config
     }
 
-    /// Create the topic if it does not exist yet.
+    /// Create the topics (events and dead letters) if they do not exist yet.
     pub async fn ensure_topic(&self) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client().create()?;
-        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
+        let dead_letters = self.dead_letter_topic();
+        let topics = [
+            NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&dead_letters, 1, TopicReplication::Fixed(1)),
+        ];
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in admin.create_topics([&topic], &options).await? {
+        for result in admin.create_topics(&topics, &options).await? {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {

@@ -9,18 +9,22 @@ pub mod bot;
 pub mod breaker;
 mod bus;
 mod consumer;
-mod delivery;
+pub mod dead_letters;
+pub mod delivery;
 pub mod digest;
 pub mod email;
 mod kafka;
 mod planner;
+pub mod rate_limit;
 mod relay;
-mod telegram;
+pub mod telegram;
 
 pub use bus::InProcessBus;
 pub use commands::template::MessageRenderer;
 pub use consumer::{run_consumer, EventHandler, HandlerError, ProjectionHandler, Stream};
-pub use delivery::{DeliveryEnqueuer, DeliveryOutcome, DeliveryWorker};
+pub use delivery::{
+    DeliveryEnqueuer, DeliveryOutcome, DeliverySettings, DeliveryWorker, Providers,
+};
 pub use kafka::{KafkaConfig, KafkaConsumer, KafkaPublisher};
 pub use planner::Planner;
 pub use relay::{PublishError, Publisher, Relay};

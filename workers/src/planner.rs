@@ -4,7 +4,14 @@
 //!
 //! The notification id is derived from the build event and the subscription, so handling the same event
 //! twice commands the same aggregates and records nothing new.
+//!
+//! Each message is rendered for its channel (Telegram HTML, an email's subject, text and HTML, a push
+//! notification's title and body) in its subscriber's language, once per event and channel and language.
+//! A contact reached through two overlapping subscriptions gets the news once: the second decision is
+//! `duplicate`. With `edit_in_place`, a verdict names the run's "started" message it replaces, and delivery
+//! edits that message instead of sending a second one.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,8 +20,9 @@ use commands::planning::{decide, ContactFacts, Decision, Recipient};
 use commands::template::MessageRenderer;
 use commands::{Commands, Metadata};
 use domain::{
-    BuildRunEvent, Button, Channel, ChatId, ContactAddress, Language, NotificationCommand,
-    OutcomeFilter, Preferences, QuietHours, RunFacts, RunInfo, StoredEvent, TimeZone,
+    BuildRunEvent, Button, Channel, ChannelKind, ChatId, ContactAddress, Language, MessageDetails,
+    NotificationCommand, OutcomeFilter, Preferences, QuietHours, RunFacts, RunInfo, StoredEvent,
+    TimeZone, Verdict,
 };
 use projections::queries::{self, PlannerSubscription};
 use uuid::Uuid;
@@ -29,13 +37,24 @@ const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x6865_7261_6c64_4e6f_7469_
 pub struct Planner {
     commands: Arc<Commands>,
     renderer: MessageRenderer,
+    /// The channels this Herald has a provider for; a contact on any other is `channel_unavailable`.
+    channels: BTreeSet<ChannelKind>,
+}
+
+/// A message rendered for one channel and language.
+#[derive(Clone)]
+struct Rendered {
+    template: String,
+    text: String,
+    details: MessageDetails,
 }
 
 impl Planner {
-    pub fn new(commands: Arc<Commands>) -> Self {
+    pub fn new(commands: Arc<Commands>, channels: BTreeSet<ChannelKind>) -> Self {
         Self {
             commands,
             renderer: MessageRenderer::new(),
+            channels,
         }
     }
 
@@ -74,6 +93,7 @@ impl Planner {
                 .zip(s.quiet_end)
                 .map(|(start, end)| QuietHours { start, end }),
             digest_minutes: s.digest_minutes.and_then(|m| u32::try_from(m).ok()),
+            edit_in_place: s.edit_in_place.unwrap_or(false),
         });
         let last_planned_for_project = match preferences.as_ref().and_then(|p| p.digest_minutes) {
             Some(_) => {
@@ -87,6 +107,11 @@ impl Planner {
                 removed: s.contact_removed.unwrap_or(true),
                 verified: s.contact_verified.unwrap_or(false),
                 enabled: s.contact_enabled.unwrap_or(false),
+                channel_available: s
+                    .contact_address
+                    .as_ref()
+                    .and_then(|a| channel_of(&a.0))
+                    .is_some_and(|c| self.channels.contains(&c.kind())),
             }),
             muted: s.muted.unwrap_or(false),
             muted_until: s.muted_until,
@@ -111,18 +136,37 @@ impl Planner {
     }
 }
 
-/// Where a subscription's messages go, when that is a Telegram chat.
-fn telegram_channel(s: &PlannerSubscription) -> Option<Channel> {
-    match (&s.contact_address, s.chat_id) {
-        (
-            Some(sqlx::types::Json(ContactAddress::Telegram {
-                chat_id, topic_id, ..
-            })),
-            _,
-        ) => Some(Channel::Telegram {
+/// Where messages to a contact go.
+fn channel_of(address: &ContactAddress) -> Option<Channel> {
+    Some(match address {
+        ContactAddress::Telegram {
+            chat_id, topic_id, ..
+        } => Channel::Telegram {
             chat_id: *chat_id,
             topic_id: *topic_id,
-        }),
+        },
+        ContactAddress::Email { address } => Channel::Email {
+            address: address.clone(),
+        },
+        ContactAddress::Fcm { token } => Channel::Fcm {
+            token: token.clone(),
+        },
+        ContactAddress::WebPush {
+            endpoint,
+            p256dh,
+            auth,
+        } => Channel::WebPush {
+            endpoint: endpoint.clone(),
+            p256dh: p256dh.clone(),
+            auth: auth.clone(),
+        },
+    })
+}
+
+/// Where a subscription's messages go: its contact, or its bare chat.
+fn subscription_channel(s: &PlannerSubscription) -> Option<Channel> {
+    match (&s.contact_address, s.chat_id) {
+        (Some(address), _) => channel_of(&address.0),
         (None, Some(chat_id)) => ChatId::parse(chat_id)
             .ok()
             .map(|chat_id| Channel::Telegram {
@@ -130,6 +174,69 @@ fn telegram_channel(s: &PlannerSubscription) -> Option<Channel> {
                 topic_id: None,
             }),
         _ => None,
+    }
+}
+
+impl Planner {
+    /// The message for one channel and language.
+    fn render(
+        &self,
+        kind: ChannelKind,
+        run: &RunInfo,
+        verdict: Option<&Verdict>,
+        _language: Language,
+    ) -> Result<Rendered, HandlerError> {
+        let (template, text) = match verdict {
+            Some(verdict) => (
+                MessageRenderer::TELEGRAM_BUILD,
+                self.renderer
+                    .telegram_build(run, verdict)
+                    .map_err(HandlerError::permanent)?,
+            ),
+            None => (
+                MessageRenderer::TELEGRAM_STARTED,
+                self.renderer.telegram_started(run),
+            ),
+        };
+        Ok(match kind {
+            ChannelKind::Telegram => Rendered {
+                template: template.to_owned(),
+                text,
+                details: MessageDetails::default(),
+            },
+            _ => {
+                let plain = plain_text(&text);
+                Rendered {
+                    template: template.to_owned(),
+                    details: MessageDetails {
+                        subject: plain.lines().next().map(str::to_owned),
+                        html: Some(text.replace('\n', "<br>\n")),
+                        link: run.url.clone(),
+                        replaces: None,
+                    },
+                    text: plain,
+                }
+            }
+        })
+    }
+
+    /// The run's "started" notification for this subscription, which a verdict edits in place.
+    async fn started_notification(
+        &self,
+        build_run_id: &str,
+        subscription_id: Uuid,
+    ) -> Result<Option<Uuid>, HandlerError> {
+        let sequence: Option<i64> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM events
+              WHERE aggregate_type = 'BuildRun' AND aggregate_id = $1 AND event_type = 'BuildStarted'",
+        )
+        .bind(build_run_id)
+        .fetch_one(self.commands.pool())
+        .await?;
+        Ok(sequence.map(|sequence| {
+            let name = format!("{build_run_id}#{sequence}/{subscription_id}");
+            Uuid::new_v5(&NOTIFICATION_NAMESPACE, name.as_bytes())
+        }))
     }
 }
 
@@ -166,8 +273,10 @@ impl EventHandler for Planner {
             "caused_by".into(),
             format!("{}#{}", event.aggregate_id, event.sequence),
         );
-        // Rendered on the first subscriber who gets a message, then shared.
-        let mut text: Option<String> = None;
+        // Rendered once per channel and language, then shared.
+        let mut rendered: HashMap<(ChannelKind, Language), Rendered> = HashMap::new();
+        // Who already has this news, through an earlier subscription.
+        let mut reached: Vec<Channel> = Vec::new();
         for subscription in subscriptions {
             // A start is news only to those who asked for starts; nobody else gets a decision recorded.
             if verdict.is_none()
@@ -180,45 +289,61 @@ impl EventHandler for Planner {
             }
             let notification_id = Self::notification_id(event, subscription.subscription_id);
             let recipient = self.recipient(&subscription, run.project_id).await?;
-            let channel = telegram_channel(&subscription);
+            let channel = subscription_channel(&subscription);
             if channel.is_none() && subscription.contact_id.is_none() {
                 tracing::error!(subscription = %subscription.subscription_id, "subscription has no valid chat");
                 continue;
             }
-            let decision = decide(&subscription.filter, &facts, &recipient, Utc::now());
+            let mut decision = decide(&subscription.filter, &facts, &recipient, Utc::now());
+            if let (Decision::Send | Decision::Hold { .. }, Some(channel)) = (&decision, &channel) {
+                if reached.contains(channel) {
+                    decision = Decision::Suppress {
+                        reason: commands::planning::DUPLICATE,
+                    };
+                } else {
+                    reached.push(channel.clone());
+                }
+            }
+            let language = subscription
+                .language
+                .as_deref()
+                .and_then(Language::from_tag)
+                .unwrap_or_default();
             let command = match (decision, channel) {
                 (Decision::Send, Some(channel)) => {
-                    let text = match (&text, verdict) {
-                        (Some(text), _) => text.clone(),
-                        (None, Some(verdict)) => text
-                            .insert(
-                                self.renderer
-                                    .telegram_build(run, verdict)
-                                    .map_err(HandlerError::permanent)?,
-                            )
+                    let key = (channel.kind(), language);
+                    let message = match rendered.get(&key) {
+                        Some(message) => message.clone(),
+                        None => rendered
+                            .entry(key)
+                            .or_insert(self.render(channel.kind(), run, verdict, language)?)
                             .clone(),
-                        (None, None) => text.insert(self.renderer.telegram_started(run)).clone(),
                     };
-                    let language = subscription
-                        .language
-                        .as_deref()
-                        .and_then(Language::from_tag)
-                        .unwrap_or_default();
+                    let mut details = message.details;
+                    let edit = recipient
+                        .preferences
+                        .as_ref()
+                        .is_some_and(|p| p.edit_in_place);
+                    if edit && verdict.is_some() && channel.kind() == ChannelKind::Telegram {
+                        details.replaces = self
+                            .started_notification(&event.aggregate_id, subscription.subscription_id)
+                            .await?;
+                    }
                     NotificationCommand::Plan {
                         notification_id,
                         build_run_id: event.aggregate_id.clone(),
                         project_id: run.project_id,
                         subscription_id: subscription.subscription_id,
                         subscription_version: subscription.version,
-                        template: if verdict.is_some() {
-                            MessageRenderer::TELEGRAM_BUILD
+                        template: message.template,
+                        buttons: if channel.kind() == ChannelKind::Telegram {
+                            Self::buttons(run, language)
                         } else {
-                            MessageRenderer::TELEGRAM_STARTED
-                        }
-                        .to_owned(),
+                            Vec::new()
+                        },
                         channel,
-                        text,
-                        buttons: Self::buttons(run, language),
+                        text: message.text,
+                        details,
                         at: Utc::now(),
                     }
                 }
@@ -256,5 +381,36 @@ impl EventHandler for Planner {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Telegram HTML as plain text: tags dropped, the four entities Herald writes turned back into characters.
+pub(crate) fn plain_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_drops_tags_and_unescapes_once() {
+        assert_eq!(
+            plain_text("<b>a &amp;lt; b</b> <a href=\"x\">run</a> &quot;q&quot; &lt;i&gt;"),
+            "a &lt; b run \"q\" <i>"
+        );
     }
 }

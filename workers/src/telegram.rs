@@ -10,6 +10,104 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// Telegram's limit on a message's text, in UTF-16 code units after entity parsing. Herald counts the raw
+/// HTML, which is never shorter, so a part it accepts Telegram accepts.
+pub const MAX_MESSAGE_UNITS: usize = 4096;
+
+/// A text longer than this many messages is cut after the last one (with "…"): a build notification that
+/// long is a template gone wrong, not news.
+pub const MAX_PARTS: usize = 4;
+
+fn units(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+/// Cut a Telegram HTML text into at most `max_parts` messages of at most `max_units` each, at line breaks so
+/// no tag or entity is split. A single line longer than a message loses its tags (its escaped text stays
+/// valid HTML) and is cut between characters, never inside an entity. What does not fit in `max_parts`
+/// messages is dropped, and the last message ends with "…".
+pub fn split_message(text: &str, max_units: usize, max_parts: usize) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut pieces: Vec<String> = Vec::new();
+    for line in text.split('\n') {
+        if units(line) < max_units {
+            pieces.push(line.to_owned());
+        } else {
+            pieces.extend(cut_plain(&strip_tags(line), max_units - 1));
+        }
+    }
+    for piece in pieces {
+        let needed = units(&piece) + usize::from(!current.is_empty());
+        if !current.is_empty() && units(&current) + needed > max_units {
+            parts.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&piece);
+    }
+    if !current.is_empty() || parts.is_empty() {
+        parts.push(current);
+    }
+    if parts.len() > max_parts.max(1) {
+        parts.truncate(max_parts.max(1));
+        if let Some(last) = parts.last_mut() {
+            while units(last) + 2 > max_units {
+                match last.rfind('\n') {
+                    Some(i) => last.truncate(i),
+                    None => {
+                        *last = cut_plain(&strip_tags(last), max_units - 2).swap_remove(0);
+                        break;
+                    }
+                }
+            }
+            last.push_str("\n…");
+        }
+    }
+    parts
+}
+
+/// The text of one line of Telegram HTML without its tags (entities stay escaped).
+fn strip_tags(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut in_tag = false;
+    for c in line.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Cut tag-free text into chunks of at most `max_units`, never inside an `&...;` entity.
+fn cut_plain(text: &str, max_units: usize) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        // An entity moves as one piece.
+        let token_len = if c == '&' {
+            rest.find(';').filter(|&i| i <= 10).map_or(1, |i| i + 1)
+        } else {
+            c.len_utf8()
+        };
+        let token = &rest[..token_len];
+        if units(&current) + units(token) > max_units && !current.is_empty() {
+            chunks.push(std::mem::take(&mut current));
+        }
+        current.push_str(token);
+        rest = &rest[token_len..];
+    }
+    if !current.is_empty() || chunks.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
 #[derive(Clone)]
 pub struct TelegramConfig {
     /// `https://api.telegram.org` in production; a fake server in tests.
@@ -167,6 +265,50 @@ impl TelegramClient {
         Ok(sent.message_id)
     }
 
+    /// Send a text of any length: cut into messages Telegram accepts ([`split_message`]), the buttons under the
+    /// last one. Returns the message ids in order.
+    pub async fn send_long(
+        &self,
+        target: ChatTarget,
+        text: &str,
+        buttons: &[InlineButton],
+    ) -> Result<Vec<i64>, SendFailure> {
+        let parts = split_message(text, MAX_MESSAGE_UNITS, MAX_PARTS);
+        let mut ids = Vec::with_capacity(parts.len());
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.iter().enumerate() {
+            let part_buttons = if i == last { buttons } else { &[] };
+            ids.push(self.send(target, part, part_buttons).await?);
+        }
+        Ok(ids)
+    }
+
+    /// Replace the text (and buttons) of a message Herald sent before. Telegram answers 400 "message is not
+    /// modified" when nothing changed, which is success here.
+    pub async fn edit_message_text(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        text: &str,
+        buttons: &[InlineButton],
+    ) -> Result<(), SendFailure> {
+        let mut body = json!({
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "text": text,
+            "parse_mode": "HTML",
+            "link_preview_options": { "is_disabled": true },
+        });
+        if !buttons.is_empty() {
+            body["reply_markup"] = json!({ "inline_keyboard": [buttons] });
+        }
+        match self.call::<Value>("editMessageText", &body).await {
+            Ok(_) => Ok(()),
+            Err(f) if f.description.contains("message is not modified") => Ok(()),
+            Err(f) => Err(f),
+        }
+    }
+
     /// Long polling: updates from `offset` on, waiting up to `wait` for one to arrive. Telegram forgets every
     /// update below `offset`, so callers pass it only once what came before is stored.
     pub async fn get_updates(
@@ -223,5 +365,56 @@ impl TelegramClient {
             member["status"].as_str(),
             Some("creator" | "administrator")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_text_is_one_message() {
+        assert_eq!(
+            split_message("<b>hi</b>\nthere", 4096, 4),
+            vec!["<b>hi</b>\nthere"]
+        );
+    }
+
+    #[test]
+    fn long_texts_are_cut_at_line_breaks() {
+        let line = format!("<b>{}</b>", "a".repeat(10));
+        let text = [line.as_str(); 5].join("\n");
+        let parts = split_message(&text, 40, 4);
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(parts.iter().all(|p| units(p) <= 40));
+        assert_eq!(
+            parts.join("\n"),
+            text,
+            "nothing lost, nothing split mid-tag"
+        );
+    }
+
+    #[test]
+    fn an_overlong_line_loses_its_tags_and_never_splits_an_entity() {
+        let line = format!("<i>{}&amp;{}</i>", "x".repeat(8), "y".repeat(8));
+        let parts = split_message(&line, 10, 4);
+        assert_eq!(parts, vec!["xxxxxxxx", "&amp;yyyy", "yyyy"]);
+    }
+
+    #[test]
+    fn emoji_count_as_two_units_like_telegram_counts_them() {
+        let parts = split_message(&["🔴🔴🔴"; 2].join("\n"), 7, 4);
+        assert_eq!(parts, vec!["🔴🔴🔴", "🔴🔴🔴"]);
+    }
+
+    #[test]
+    fn beyond_the_last_part_the_text_is_dropped_with_an_ellipsis() {
+        let text = (0..10)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parts = split_message(&text, 14, 2);
+        assert_eq!(parts, vec!["line 0\nline 1", "line 2\n…"]);
+        assert!(parts.iter().all(|p| units(p) <= 14));
     }
 }
