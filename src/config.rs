@@ -63,6 +63,15 @@ pub struct Config {
     /// The From mailbox, e.g. `Herald <herald@example.com>`.
     pub smtp_from: String,
     pub smtp_timeout_secs: u64,
+    /// The Firebase service-account JSON file (from the Firebase console); unset: no FCM push.
+    pub fcm_service_account_file: Option<PathBuf>,
+    pub fcm_api_url: String,
+    /// The VAPID private key (PKCS#8 PEM, as `herald vapid-keys` writes it); unset: no Web Push.
+    pub vapid_private_key: Option<String>,
+    pub vapid_private_key_file: Option<PathBuf>,
+    /// Whom a push service's operator contacts about Herald: `mailto:ops@example.com` or an https URL.
+    pub vapid_subject: Option<String>,
+    pub push_timeout_secs: u64,
     pub delivery_max_attempts: u32,
     /// Per-channel attempt budgets; unset: `delivery_max_attempts`.
     pub delivery_max_attempts_telegram: Option<u32>,
@@ -132,6 +141,12 @@ impl Default for Config {
             smtp_url_file: None,
             smtp_from: "Herald <herald@localhost>".into(),
             smtp_timeout_secs: 10,
+            fcm_service_account_file: None,
+            fcm_api_url: "https://fcm.googleapis.com".into(),
+            vapid_private_key: None,
+            vapid_private_key_file: None,
+            vapid_subject: None,
+            push_timeout_secs: 10,
             delivery_max_attempts: 5,
             delivery_max_attempts_telegram: None,
             delivery_max_attempts_email: None,
@@ -252,6 +267,11 @@ impl Config {
         read("jwt_secret", &mut self.jwt_secret, &self.jwt_secret_file)?;
         read("smtp_url", &mut self.smtp_url, &self.smtp_url_file)?;
         read(
+            "vapid_private_key",
+            &mut self.vapid_private_key,
+            &self.vapid_private_key_file,
+        )?;
+        read(
             "telegram_webhook_secret",
             &mut self.telegram_webhook_secret,
             &self.telegram_webhook_secret_file,
@@ -285,6 +305,50 @@ impl Config {
         };
         workers::email::check(&config)
             .map_err(|e| invalid(format!("HERALD_SMTP_URL / HERALD_SMTP_FROM: {e}")))?;
+        Ok(Some(config))
+    }
+
+    /// FCM's settings: the service account read and checked now, so a bad file fails at start.
+    fn fcm(&self) -> Result<Option<workers::push::FcmConfig>, ConfigError> {
+        let Some(file) = &self.fcm_service_account_file else {
+            return Ok(None);
+        };
+        check_url("HERALD_FCM_API_URL", &self.fcm_api_url)?;
+        let json = std::fs::read_to_string(file).map_err(|e| {
+            invalid(format!(
+                "cannot read HERALD_FCM_SERVICE_ACCOUNT_FILE ({}): {e}",
+                file.display()
+            ))
+        })?;
+        let service_account = workers::push::ServiceAccount::from_json(&json)
+            .map_err(|e| invalid(format!("HERALD_FCM_SERVICE_ACCOUNT_FILE: {e}")))?;
+        let config = workers::push::FcmConfig {
+            service_account,
+            api_url: self.fcm_api_url.clone(),
+            timeout: Duration::from_secs(self.push_timeout_secs.max(1)),
+        };
+        workers::push::FcmClient::new(config.clone())
+            .map_err(|e| invalid(format!("HERALD_FCM_SERVICE_ACCOUNT_FILE: {e}")))?;
+        Ok(Some(config))
+    }
+
+    /// Web Push's settings, checked by building the client.
+    fn web_push(&self) -> Result<Option<workers::push::WebPushConfig>, ConfigError> {
+        let Some(pem) = self.vapid_private_key.clone().filter(|k| !k.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let Some(subject) = self.vapid_subject.clone().filter(|s| !s.trim().is_empty()) else {
+            return Err(invalid(
+                "HERALD_VAPID_PRIVATE_KEY needs HERALD_VAPID_SUBJECT (mailto:you@example.com or an https URL)",
+            ));
+        };
+        let config = workers::push::WebPushConfig {
+            vapid_private_key_pem: pem,
+            subject,
+            timeout: Duration::from_secs(self.push_timeout_secs.max(1)),
+        };
+        workers::push::WebPushClient::new(config.clone())
+            .map_err(|e| invalid(format!("HERALD_VAPID_PRIVATE_KEY / HERALD_VAPID_SUBJECT: {e}")))?;
         Ok(Some(config))
     }
 
@@ -452,6 +516,8 @@ impl Config {
             },
             bot,
             email: self.email()?,
+            fcm: self.fcm()?,
+            web_push: self.web_push()?,
             backups,
             jwt: self.jwt_keys()?,
             webhook_secret_overlap: Duration::from_secs(self.webhook_secret_overlap_secs),

@@ -49,6 +49,10 @@ pub struct Settings {
     pub bot: Option<workers::bot::BotMode>,
     /// The SMTP server verification emails go through; `None`: email contacts cannot be added.
     pub email: Option<workers::email::EmailConfig>,
+    /// Firebase Cloud Messaging; `None`: FCM contacts get nothing (`channel_unavailable`).
+    pub fcm: Option<workers::push::FcmConfig>,
+    /// Web Push with VAPID; `None`: Web Push contacts get nothing.
+    pub web_push: Option<workers::push::WebPushConfig>,
 }
 
 impl Settings {
@@ -58,6 +62,12 @@ impl Settings {
         let mut channels = std::collections::BTreeSet::from([domain::ChannelKind::Telegram]);
         if self.email.is_some() {
             channels.insert(domain::ChannelKind::Email);
+        }
+        if self.fcm.is_some() {
+            channels.insert(domain::ChannelKind::Fcm);
+        }
+        if self.web_push.is_some() {
+            channels.insert(domain::ChannelKind::WebPush);
         }
         channels
     }
@@ -79,6 +89,8 @@ impl Settings {
             http: api::HttpSettings::default(),
             bot: None,
             email: None,
+            fcm: None,
+            web_push: None,
         }
     }
 }
@@ -321,6 +333,17 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
             providers.email = Some(
                 workers::email::Mailer::new(config.clone())
                     .context("cannot set up the SMTP mailer")?,
+            );
+        }
+        if let Some(config) = &settings.fcm {
+            providers.fcm = Some(
+                workers::push::FcmClient::new(config.clone()).context("cannot set up FCM")?,
+            );
+        }
+        if let Some(config) = &settings.web_push {
+            providers.web_push = Some(
+                workers::push::WebPushClient::new(config.clone())
+                    .context("cannot set up Web Push")?,
             );
         }
         if let Some(kafka) = &settings.kafka {

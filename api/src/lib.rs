@@ -6,6 +6,7 @@ mod audit;
 pub mod auth;
 mod deprecation;
 mod dlq;
+mod email_events;
 mod error;
 mod extract;
 mod health;
@@ -19,6 +20,8 @@ mod subscribers;
 mod subscriptions;
 mod telegram;
 mod telemetry;
+mod templates;
+mod unsubscribe;
 mod webhooks;
 
 use std::sync::Arc;
@@ -245,6 +248,9 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(operations::router())
         .merge(status::router())
         .merge(keys::router())
+        .merge(templates::router())
+        .merge(email_events::router())
+        .merge(unsubscribe::router())
 }
 
 /// The API: every route behind the guard (authentication, the role policy, rate limits), every answer with a

@@ -43,6 +43,17 @@ pub fn base() -> OpenApi {
         ),
     );
     components.add_security_scheme(
+        "basic",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Basic)
+                .description(Some(
+                    "An API key as the password, any user name (for mail systems)",
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
         "api_key",
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
     );

@@ -4,6 +4,7 @@
 //! Everything that changes state goes through here and ends as events in the log; this crate never writes a
 //! read model.
 
+pub mod bounces;
 pub mod config;
 pub mod deliveries;
 pub mod dry_run;
@@ -18,7 +19,9 @@ mod service;
 pub mod subscribers;
 pub mod telegram_inbox;
 pub mod template;
+pub mod templates;
 pub mod trace;
+pub mod unsubscribe;
 
 pub use error::CommandError;
 pub use executor::Executor;

@@ -17,6 +17,7 @@ mod project;
 mod stored_event;
 mod subscriber;
 mod subscription;
+mod template;
 pub mod upcast;
 mod values;
 
@@ -39,6 +40,10 @@ pub use subscriber::{
 };
 pub use subscription::{
     Subscription, SubscriptionCommand, SubscriptionError, SubscriptionEvent, SubscriptionTarget,
+};
+pub use template::{
+    check_parts, PartsError, Template, TemplateChannel, TemplateCommand, TemplateEvent, TemplateId,
+    TemplateKind, TemplateVersionError, MAX_PART_CHARS,
 };
 pub use values::{
     BuildStatus, ChatId, InvalidValue, Language, Outcome, OutcomeFilter, ProjectName, Transition,

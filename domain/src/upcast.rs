@@ -24,6 +24,7 @@ pub fn current_version(event_type: &str) -> &'static str {
         "Delivered" | "AttemptFailed" => "1.1",
         "NotificationSuppressed" => "1.1",
         "Subscribed" => "2.0",
+        "TemplateVersionSaved" | "TemplateReset" => "1.0",
         _ => "1.0",
     }
 }

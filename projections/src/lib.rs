@@ -16,6 +16,7 @@ pub mod rebuild;
 pub mod status;
 mod subscribers;
 mod subscriptions;
+mod templates;
 
 use async_trait::async_trait;
 use domain::StoredEvent;
@@ -26,6 +27,7 @@ pub use notifications::NotificationsProjection;
 pub use projects::ProjectsProjection;
 pub use subscribers::{ContactsProjection, SubscribersProjection};
 pub use subscriptions::SubscriptionsProjection;
+pub use templates::{TemplateVersionsProjection, TemplatesProjection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -202,15 +204,19 @@ fn every_projection() -> Vec<Box<dyn Projection>> {
         Box::new(ContactsProjection),
         Box::new(SubscriptionsProjection),
         Box::new(NotificationsProjection),
+        Box::new(TemplatesProjection),
+        Box::new(TemplateVersionsProjection),
     ]
 }
 
 /// The names of every projection (each owns the table of the same name).
-pub const PROJECTIONS: [&str; 6] = [
+pub const PROJECTIONS: [&str; 8] = [
     "projects",
     "build_runs",
     "subscribers",
     "contacts",
     "subscriptions",
     "notifications",
+    "templates",
+    "template_versions",
 ];

@@ -87,6 +87,38 @@ struct FakeState {
     admins: Vec<(i64, i64)>,
     /// Every Bot API call other than `sendMessage`: `(method, body)`.
     other_calls: Vec<(String, Value)>,
+    /// Enforce Telegram's rate limits, answering 429 like the real API.
+    enforce_limits: bool,
+    /// When each accepted message arrived, with its chat: what the limits are checked against.
+    accepted_at: Vec<(std::time::Instant, i64)>,
+    /// 429s the limits caused.
+    limited: usize,
+    /// `editMessageText` calls that changed a message: `(chat, message_id, new text)`.
+    edits: Vec<(i64, i64, String)>,
+}
+
+/// Telegram's documented limits, with the slack the real service shows: a chat gets about one message a
+/// second (here: none closer than 900 ms), a group twenty a minute, a bot about thirty a second in all (here:
+/// 33).
+fn over_telegram_limits(state: &FakeState, chat_id: i64) -> Option<u64> {
+    let now = std::time::Instant::now();
+    let within = |window: Duration, chat: Option<i64>| {
+        state
+            .accepted_at
+            .iter()
+            .filter(|(at, c)| now.duration_since(*at) < window && chat.is_none_or(|x| x == *c))
+            .count()
+    };
+    if within(Duration::from_millis(900), Some(chat_id)) > 0 {
+        return Some(1);
+    }
+    if chat_id < 0 && within(Duration::from_secs(60), Some(chat_id)) >= 21 {
+        return Some(3);
+    }
+    if within(Duration::from_secs(1), None) >= 33 {
+        return Some(1);
+    }
+    None
 }
 
 /// A Telegram Bot API stand-in that answers like the real one, errors included.
@@ -113,6 +145,9 @@ async fn fake_bot_api(
     }
     if method == "sendMessage" {
         return fake_send_message(&state, &body);
+    }
+    if method == "editMessageText" {
+        return fake_edit_message(&state, &body);
     }
     let (answer, idle) = fake_other_method(&state, &method, &body);
     if idle {
@@ -189,9 +224,24 @@ fn fake_send_message(state: &Arc<Mutex<FakeState>>, body: &Value) -> (StatusCode
     };
     let mut state = state.lock().unwrap();
     state.calls.push(message.clone());
-    let reply = state.script.pop_front().unwrap_or(Reply::Ok);
+    let mut reply = state.script.pop_front().unwrap_or(Reply::Ok);
+    if state.enforce_limits {
+        if let Some(retry_after) = over_telegram_limits(&state, message.chat_id) {
+            state.limited += 1;
+            reply = Reply::TooManyRequests { retry_after };
+        }
+    }
+    if message.text.encode_utf16().count() > 4096 {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"ok": false, "error_code": 400, "description": "Bad Request: message is too long"})),
+        );
+    }
     match reply {
         Reply::Ok => {
+            state
+                .accepted_at
+                .push((std::time::Instant::now(), message.chat_id));
             state.delivered.push(message.clone());
             let message_id = state.delivered.len();
             ok(
@@ -221,6 +271,36 @@ fn fake_send_message(state: &Arc<Mutex<FakeState>>, body: &Value) -> (StatusCode
             Json(json!({"ok": false, "error_code": 502, "description": "Bad Gateway"})),
         ),
     }
+}
+
+fn fake_edit_message(state: &Arc<Mutex<FakeState>>, body: &Value) -> (StatusCode, Json<Value>) {
+    let chat_id = body["chat_id"].as_i64().unwrap_or_default();
+    let message_id = body["message_id"].as_i64().unwrap_or_default();
+    let text = body["text"].as_str().unwrap_or_default().to_owned();
+    let mut state = state.lock().unwrap();
+    state
+        .other_calls
+        .push(("editMessageText".to_owned(), body.clone()));
+    let bad = |description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"ok": false, "error_code": 400, "description": description})),
+        )
+    };
+    // Message ids are positions in `delivered`, starting at 1.
+    let index = usize::try_from(message_id - 1).ok();
+    let Some(message) = index
+        .and_then(|i| state.delivered.get_mut(i))
+        .filter(|m| m.chat_id == chat_id)
+    else {
+        return bad("Bad Request: message to edit not found");
+    };
+    if message.text == text {
+        return bad("Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message");
+    }
+    message.text = text.clone();
+    state.edits.push((chat_id, message_id, text.clone()));
+    ok(json!({"message_id": message_id, "chat": {"id": chat_id}, "text": text}))
 }
 
 impl FakeTelegram {
@@ -258,6 +338,33 @@ impl FakeTelegram {
     /// Updates `getUpdates` would still return (not yet confirmed by an offset).
     pub fn unconfirmed_updates(&self) -> usize {
         self.state.lock().unwrap().updates.len()
+    }
+
+    /// From now on, answer 429 to whatever breaks Telegram's rate limits, as the real API does.
+    pub fn enforce_limits(&self) {
+        self.state.lock().unwrap().enforce_limits = true;
+    }
+
+    /// When the messages to `chat` were accepted, in order.
+    pub fn accepted_times(&self, chat: i64) -> Vec<std::time::Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .accepted_at
+            .iter()
+            .filter(|(_, c)| *c == chat)
+            .map(|(at, _)| *at)
+            .collect()
+    }
+
+    /// How many sends the rate limits refused.
+    pub fn limited(&self) -> usize {
+        self.state.lock().unwrap().limited
+    }
+
+    /// Messages changed by `editMessageText`: `(chat, message_id, new text)`.
+    pub fn edits(&self) -> Vec<(i64, i64, String)> {
+        self.state.lock().unwrap().edits.clone()
     }
 
     pub fn make_admin(&self, chat_id: i64, user_id: i64) {
@@ -545,6 +652,72 @@ impl TestApp {
         )
         .await;
         id
+    }
+
+    /// A subscriber with `preferences` and one verified contact at `address`,
+    /// subscribed to `outcomes` of `project`, once the planner can see it. Returns (subscriber, contact).
+    pub async fn contact_subscription(
+        &self,
+        project: Uuid,
+        address: domain::ContactAddress,
+        preferences: domain::Preferences,
+        outcomes: &[&str],
+    ) -> (Uuid, Uuid) {
+        let commands = commands::Commands::new(self.pool.clone());
+        let none = commands::Metadata::new();
+        let subscriber = commands
+            .register_subscriber("Someone", preferences.clone(), &none)
+            .await
+            .unwrap();
+        let contact = Uuid::new_v4();
+        if address.needs_verification() {
+            let (token, hash) = commands::Commands::verification_token(subscriber, contact);
+            commands
+                .add_contact(subscriber, contact, address, Some(hash), &none)
+                .await
+                .unwrap();
+            commands.verify_contact(&token, &none).await.unwrap();
+        } else {
+            commands
+                .add_contact(subscriber, contact, address, None, &none)
+                .await
+                .unwrap();
+        }
+        let filter = commands::FilterInput {
+            project_id: Some(project),
+            outcomes: Some(outcomes.iter().map(|o| o.to_string()).collect()),
+            ..commands::FilterInput::default()
+        };
+        let target = domain::SubscriptionTarget::Contact {
+            subscriber_id: subscriber,
+            contact_id: contact,
+        };
+        let subscription = commands
+            .subscribe(target, filter.parse().unwrap(), &none)
+            .await
+            .unwrap();
+        let pool = self.pool.clone();
+        wait_until(
+            "the subscription, its contact and its subscriber are projected",
+            Duration::from_secs(10),
+            || {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query_scalar::<_, bool>(
+                        "SELECT EXISTS (SELECT 1 FROM subscriptions s JOIN contacts c USING (contact_id)
+                           JOIN subscribers r ON r.subscriber_id = s.subscriber_id
+                          WHERE s.subscription_id = $1 AND r.edit_in_place = $2)",
+                    )
+                    .bind(subscription)
+                    .bind(preferences.edit_in_place)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                }
+            },
+        )
+        .await;
+        (subscriber, contact)
     }
 
     pub async fn count(&self, sql: &str) -> i64 {

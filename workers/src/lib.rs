@@ -15,6 +15,7 @@ pub mod digest;
 pub mod email;
 mod kafka;
 mod planner;
+pub mod push;
 pub mod rate_limit;
 mod relay;
 pub mod telegram;

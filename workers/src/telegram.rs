@@ -265,24 +265,6 @@ impl TelegramClient {
         Ok(sent.message_id)
     }
 
-    /// Send a text of any length: cut into messages Telegram accepts ([`split_message`]), the buttons under the
-    /// last one. Returns the message ids in order.
-    pub async fn send_long(
-        &self,
-        target: ChatTarget,
-        text: &str,
-        buttons: &[InlineButton],
-    ) -> Result<Vec<i64>, SendFailure> {
-        let parts = split_message(text, MAX_MESSAGE_UNITS, MAX_PARTS);
-        let mut ids = Vec::with_capacity(parts.len());
-        let last = parts.len().saturating_sub(1);
-        for (i, part) in parts.iter().enumerate() {
-            let part_buttons = if i == last { buttons } else { &[] };
-            ids.push(self.send(target, part, part_buttons).await?);
-        }
-        Ok(ids)
-    }
-
     /// Replace the text (and buttons) of a message Herald sent before. Telegram answers 400 "message is not
     /// modified" when nothing changed, which is success here.
     pub async fn edit_message_text(

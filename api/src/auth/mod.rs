@@ -107,29 +107,61 @@ pub enum AuthError {
     Store(#[from] sqlx::Error),
 }
 
-/// Who the request says it is: `Authorization: Bearer <api key or JWT>` or `X-Api-Key: <api key>`.
+/// The password of `Authorization: Basic base64(user:password)`; the user name is ignored. Mail providers
+/// (SendGrid's Event Webhook) and MTAs that cannot set headers send credentials this way, from the URL's
+/// `https://user:key@host/...`, so an API key is accepted as the password.
+fn basic_password(value: &str) -> Option<Result<String, ApiError>> {
+    use base64::Engine;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let malformed =
+        || ApiError::Unauthorized("malformed `Authorization: Basic` credentials".into());
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    Some(
+        decoded
+            .as_deref()
+            .and_then(|pair| pair.split_once(':'))
+            .map(|(_, password)| password.trim().to_owned())
+            .filter(|password| !password.is_empty())
+            .ok_or_else(malformed),
+    )
+}
+
+/// Who the request says it is: `Authorization: Bearer <api key or JWT>`, `X-Api-Key: <api key>`, or
+/// `Authorization: Basic` with the key as the password.
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Principal>, ApiError> {
-    let presented = headers
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let header_key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .or_else(|| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
+            authorization
                 .and_then(|v| {
                     v.strip_prefix("Bearer ")
                         .or_else(|| v.strip_prefix("bearer "))
                 })
                 .map(str::trim)
         });
-    let Some(credential) = presented else {
+    let basic = match (header_key, authorization.and_then(basic_password)) {
+        (None, Some(password)) => Some(password?),
+        _ => None,
+    };
+    let Some(credential) = header_key.or(basic.as_deref()) else {
         if headers.contains_key(header::AUTHORIZATION) {
             return Err(ApiError::Unauthorized(
-                "expected `Authorization: Bearer <API key or token>`".into(),
+                "expected `Authorization: Bearer <API key or token>` (or Basic with the key as password)"
+                    .into(),
             ));
         }
         return Ok(None);

@@ -115,6 +115,12 @@ pub const POLICY: &[Rule] = &[
     rule("POST", "/api/v1/subscribers/{id}/link-codes", Operate),
     // The link in a verification email: its token is the credential.
     rule("GET", "/api/v1/contacts/verify", Public),
+    // Bounce and complaint reports from mail systems (which may send the key as Basic auth's password).
+    rule("POST", "/api/v1/email/events", Operate),
+    rule("POST", "/api/v1/email/dsn", Operate),
+    // The one-click unsubscribe link in every email: its signed token is the credential.
+    rule("GET", "/api/v1/unsubscribe/{token}", Public),
+    rule("POST", "/api/v1/unsubscribe/{token}", Public),
     rule("GET", "/api/v1/audit", Audit),
     rule("GET", "/api/v1/audit/builds/{*build_run_id}", Audit),
     rule("GET", "/api/v1/audit/projects/{id}", Audit),
@@ -129,6 +135,13 @@ pub const POLICY: &[Rule] = &[
     rule("GET", "/api/v1/operations/status", Operate),
     rule("GET", "/api/v1/config", Admin),
     rule("POST", "/api/v1/config", Admin),
+    rule("GET", "/api/v1/templates", Read),
+    rule("GET", "/api/v1/templates/{id}", Read),
+    rule("PUT", "/api/v1/templates/{id}", Admin),
+    rule("DELETE", "/api/v1/templates/{id}", Admin),
+    rule("GET", "/api/v1/templates/{id}/versions", Read),
+    rule("GET", "/api/v1/templates/{id}/versions/{version}", Read),
+    rule("POST", "/api/v1/templates/{id}/preview", Read),
     rule("GET", "/api/v1/keys", Admin),
     rule("POST", "/api/v1/keys", Admin),
     rule("DELETE", "/api/v1/keys/{id}", Admin),

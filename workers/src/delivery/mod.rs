@@ -189,7 +189,6 @@ pub struct DeliveryWorker {
     settings: DeliverySettings,
     wake: Arc<Notify>,
     breakers: HashMap<ChannelKind, Arc<Breaker>>,
-    limiter: TelegramLimiter,
     /// Telegram chats at their rate limit, and until when: left out of the claim.
     busy_chats: Mutex<HashMap<i64, Instant>>,
 }
@@ -197,10 +196,11 @@ pub struct DeliveryWorker {
 impl DeliveryWorker {
     pub fn new(
         commands: Arc<Commands>,
-        providers: Providers,
+        mut providers: Providers,
         settings: DeliverySettings,
         wake: Arc<Notify>,
     ) -> Self {
+        providers.limiter = Some(TelegramLimiter::new(settings.telegram_limits));
         let breakers = ChannelKind::ALL
             .into_iter()
             .map(|kind| {
@@ -212,7 +212,6 @@ impl DeliveryWorker {
             .collect();
         Self {
             pool: commands.pool().clone(),
-            limiter: TelegramLimiter::new(settings.telegram_limits),
             commands,
             providers,
             settings,
@@ -309,8 +308,7 @@ impl DeliveryWorker {
         if let (true, Some(chat_id)) = (sends, chat_id) {
             // Only a turn that will call Telegram takes a slot; the row stays as it is (the transaction rolls
             // back) when the chat is at its limit.
-            self.limiter.overall_slot().await;
-            if let Err(wait) = self.limiter.chat_slot(chat_id) {
+            if let Err(wait) = self.providers.chat_slot(chat_id) {
                 self.mark_busy(chat_id, wait);
                 return Ok(DeliveryOutcome::Deferred);
             }
@@ -481,7 +479,7 @@ impl DeliveryWorker {
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(60)) => worker.limiter.shrink(),
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => worker.providers.shrink_limits(),
                     }
                 }
             })

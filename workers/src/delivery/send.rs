@@ -10,7 +10,11 @@ use domain::{Channel, ChannelKind, Notification, SendFailure, Settled};
 use tokio::sync::OnceCell;
 
 use crate::email::{Mailer, OutgoingEmail};
-use crate::telegram::{ChatTarget, InlineButton, TelegramClient, MAX_MESSAGE_UNITS};
+use crate::push::{FcmClient, PushMessage, PushRefusal, WebPushClient, WebPushTarget};
+use crate::rate_limit::TelegramLimiter;
+use crate::telegram::{
+    split_message, ChatTarget, InlineButton, TelegramClient, MAX_MESSAGE_UNITS, MAX_PARTS,
+};
 
 /// The provider took the message.
 pub(super) struct Sent {
@@ -35,6 +39,15 @@ impl From<SendFailure> for Refusal {
     }
 }
 
+impl From<PushRefusal> for Refusal {
+    fn from(refusal: PushRefusal) -> Self {
+        Self {
+            failure: refusal.failure,
+            contact_gone: refusal.token_gone,
+        }
+    }
+}
+
 /// How long a push service keeps a notification for a device that is offline: a build verdict older than a
 /// day is no longer news.
 const PUSH_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -45,11 +58,13 @@ const PUSH_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct Providers {
     pub telegram: Option<TelegramClient>,
     pub email: Option<Mailer>,
-    pub fcm: Option<()>,
-    pub web_push: Option<()>,
+    pub fcm: Option<FcmClient>,
+    pub web_push: Option<WebPushClient>,
     /// Herald's public URL, for one-click unsubscribe links in emails.
     pub public_url: Option<String>,
     unsubscribe_key: OnceCell<[u8; 32]>,
+    /// Telegram's limits, taken right before each call so that the spacing holds where Telegram counts it.
+    pub(super) limiter: Option<TelegramLimiter>,
 }
 
 impl Providers {
@@ -66,6 +81,19 @@ impl Providers {
             ChannelKind::Email => self.email.is_some(),
             ChannelKind::Fcm => self.fcm.is_some(),
             ChannelKind::WebPush => self.web_push.is_some(),
+        }
+    }
+
+    /// Take a slot for one message to `chat_id`, or say how long until there is one.
+    pub(super) fn chat_slot(&self, chat_id: i64) -> Result<(), Duration> {
+        self.limiter
+            .as_ref()
+            .map_or(Ok(()), |l| l.chat_slot(chat_id))
+    }
+
+    pub(super) fn shrink_limits(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.shrink();
         }
     }
 
@@ -112,8 +140,35 @@ impl Providers {
                     message_id: Some(message_id),
                 })
             }
-            Channel::Fcm { .. } => Err(missing(ChannelKind::Fcm)),
-            Channel::WebPush { .. } => Err(missing(ChannelKind::WebPush)),
+            Channel::Fcm { token } => {
+                let Some(fcm) = &self.fcm else {
+                    return Err(missing(ChannelKind::Fcm));
+                };
+                let name = fcm.send(token, &push_message(notification, key)).await?;
+                Ok(Sent {
+                    message_id: Some(name),
+                })
+            }
+            Channel::WebPush {
+                endpoint,
+                p256dh,
+                auth,
+            } => {
+                let Some(web_push) = &self.web_push else {
+                    return Err(missing(ChannelKind::WebPush));
+                };
+                let target = WebPushTarget {
+                    endpoint: endpoint.clone(),
+                    p256dh: p256dh.clone(),
+                    auth: auth.clone(),
+                };
+                let location = web_push
+                    .send(&target, &push_message(notification, key))
+                    .await?;
+                Ok(Sent {
+                    message_id: location,
+                })
+            }
         }
     }
 
@@ -135,6 +190,9 @@ impl Providers {
             })
             .collect();
         if let Some(message_id) = self.message_to_edit(commands, notification, target).await {
+            if let Some(limiter) = &self.limiter {
+                limiter.overall_slot().await;
+            }
             match telegram
                 .edit_message_text(target.chat_id, message_id, &notification.text, &buttons)
                 .await
@@ -151,10 +209,27 @@ impl Providers {
                 Err(f) => return Err(telegram_refusal(f)),
             }
         }
-        let ids = telegram
-            .send_long(target, &notification.text, &buttons)
-            .await
-            .map_err(telegram_refusal)?;
+        let parts = split_message(&notification.text, MAX_MESSAGE_UNITS, MAX_PARTS);
+        let last = parts.len().saturating_sub(1);
+        let mut ids = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            if let Some(limiter) = &self.limiter {
+                // The chat's slot for the first part was taken when the notification was claimed.
+                if i > 0 {
+                    while let Err(wait) = limiter.chat_slot(target.chat_id) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                limiter.overall_slot().await;
+            }
+            let part_buttons = if i == last { buttons.as_slice() } else { &[] };
+            ids.push(
+                telegram
+                    .send(target, part, part_buttons)
+                    .await
+                    .map_err(telegram_refusal)?,
+            );
+        }
         Ok(Sent {
             message_id: Some(ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")),
         })
@@ -197,8 +272,14 @@ impl Providers {
     ) -> Option<String> {
         let public_url = self.public_url.as_deref()?;
         let subscription_id = notification.subscription_id.filter(|id| !id.is_nil())?;
-        let _ = (public_url, subscription_id, commands, &self.unsubscribe_key);
-        None
+        let key = self
+            .unsubscribe_key
+            .get_or_try_init(|| commands::unsubscribe::signing_key(commands.pool()))
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot load the unsubscribe signing key"))
+            .ok()?;
+        let token = commands::unsubscribe::token(key, subscription_id);
+        Some(commands::unsubscribe::unsubscribe_url(public_url, &token))
     }
 }
 
@@ -226,4 +307,29 @@ fn first_line(text: &str) -> String {
         .chars()
         .take(200)
         .collect()
+}
+
+fn push_message(notification: &Notification, collapse_key: String) -> PushMessage {
+    let mut data = BTreeMap::new();
+    if let Some(id) = notification.notification_id {
+        data.insert("notification_id".to_owned(), id.to_string());
+    }
+    if let Some(id) = notification.project_id {
+        data.insert("project_id".to_owned(), id.to_string());
+    }
+    if !notification.build_run_id.is_empty() {
+        data.insert("build_run_id".to_owned(), notification.build_run_id.clone());
+    }
+    PushMessage {
+        title: notification
+            .details
+            .subject
+            .clone()
+            .unwrap_or_else(|| first_line(&notification.text)),
+        body: notification.text.clone(),
+        link: notification.details.link.clone(),
+        data,
+        collapse_key,
+        ttl: PUSH_TTL,
+    }
 }
