@@ -334,7 +334,11 @@ impl Config {
 
     /// Web Push's settings, checked by building the client.
     fn web_push(&self) -> Result<Option<workers::push::WebPushConfig>, ConfigError> {
-        let Some(pem) = self.vapid_private_key.clone().filter(|k| !k.trim().is_empty()) else {
+        let Some(pem) = self
+            .vapid_private_key
+            .clone()
+            .filter(|k| !k.trim().is_empty())
+        else {
             return Ok(None);
         };
         let Some(subject) = self.vapid_subject.clone().filter(|s| !s.trim().is_empty()) else {
@@ -347,8 +351,11 @@ impl Config {
             subject,
             timeout: Duration::from_secs(self.push_timeout_secs.max(1)),
         };
-        workers::push::WebPushClient::new(config.clone())
-            .map_err(|e| invalid(format!("HERALD_VAPID_PRIVATE_KEY / HERALD_VAPID_SUBJECT: {e}")))?;
+        workers::push::WebPushClient::new(config.clone()).map_err(|e| {
+            invalid(format!(
+                "HERALD_VAPID_PRIVATE_KEY / HERALD_VAPID_SUBJECT: {e}"
+            ))
+        })?;
         Ok(Some(config))
     }
 

@@ -336,9 +336,8 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
             );
         }
         if let Some(config) = &settings.fcm {
-            providers.fcm = Some(
-                workers::push::FcmClient::new(config.clone()).context("cannot set up FCM")?,
-            );
+            providers.fcm =
+                Some(workers::push::FcmClient::new(config.clone()).context("cannot set up FCM")?);
         }
         if let Some(config) = &settings.web_push {
             providers.web_push = Some(

@@ -479,8 +479,7 @@ async fn build_run(
     state: &AppState,
     build_run_id: &str,
 ) -> Result<(RunInfo, Option<Verdict>), ApiError> {
-    let events =
-        projections::log::aggregate_events(&state.pool, "BuildRun", build_run_id).await?;
+    let events = projections::log::aggregate_events(&state.pool, "BuildRun", build_run_id).await?;
     let mut run = None;
     let mut verdict = None;
     for event in &events {
@@ -488,9 +487,8 @@ async fn build_run(
             .decode()
             .map_err(|e| ApiError::Internal(format!("build run event does not decode: {e}")))?;
         match event {
-            BuildRunEvent::BuildQueued { run: r, .. } | BuildRunEvent::BuildStarted { run: r, .. } => {
-                run = Some(r)
-            }
+            BuildRunEvent::BuildQueued { run: r, .. }
+            | BuildRunEvent::BuildStarted { run: r, .. } => run = Some(r),
             other => {
                 if let Some((r, v)) = other.verdict() {
                     run = Some(r.clone());

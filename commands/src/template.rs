@@ -28,8 +28,8 @@ pub const TELEGRAM_RENDER_MAX_CHARS: usize = 16_000;
 /// The handlebars helpers a template may call: the built-in ones, minus `log` and `raw` (nothing to log to,
 /// nothing to protect from rendering).
 pub const HELPERS: &[&str] = &[
-    "if", "unless", "each", "with", "lookup", "eq", "ne", "gt", "gte", "lt", "lte", "and", "or", "not",
-    "len",
+    "if", "unless", "each", "with", "lookup", "eq", "ne", "gt", "gte", "lt", "lte", "and", "or",
+    "not", "len",
 ];
 
 /// A variable a template may use, for the docs and for editors.
@@ -170,7 +170,8 @@ pub fn sample_run() -> (RunInfo, Verdict) {
         attempt: 1,
         commit_sha: Some("3f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39".into()),
         commit_message: Some(
-            "Handle <empty> carts & \"guest\" checkouts\n\nThe body of the message is not shown.".into(),
+            "Handle <empty> carts & \"guest\" checkouts\n\nThe body of the message is not shown."
+                .into(),
         ),
         author: Some("ana-dev".into()),
         url: Some("https://github.com/octo-org/checkout-service/actions/runs/9876543210".into()),
@@ -299,7 +300,8 @@ Branch: <code>{{branch}}</code>
 pub fn builtin(id: TemplateId) -> BTreeMap<String, String> {
     let l = labels(id.language);
     let finished = id.kind == TemplateKind::BuildFinished;
-    let run_link = |label: &str| format!("{label}{{{{#if run_number}}}} #{{{{run_number}}}}{{{{/if}}}}");
+    let run_link =
+        |label: &str| format!("{label}{{{{#if run_number}}}} #{{{{run_number}}}}{{{{/if}}}}");
     let open_run = if id.language == Language::De {
         "Lauf{{#if run_number}} #{{run_number}}{{/if}} öffnen".to_owned()
     } else {
@@ -355,10 +357,7 @@ pub fn builtin(id: TemplateId) -> BTreeMap<String, String> {
                 l.footer,
             );
             vec![
-                (
-                    "subject",
-                    format!("{title} {} {{{{branch}}}}", l.on),
-                ),
+                ("subject", format!("{title} {} {{{{branch}}}}", l.on)),
                 ("text", text),
                 ("html", email_html(&l, finished, &open_run, id.language)),
             ]
@@ -540,8 +539,8 @@ fn escape_of(channel: TemplateChannel, part: &str) -> Escape {
 pub fn validate(id: TemplateId, parts: &BTreeMap<String, String>) -> Result<(), TemplateError> {
     domain::check_parts(id.channel, parts)?;
     for (name, source) in parts {
-        let template = Template::compile(source)
-            .map_err(|e| TemplateError::syntax(&e).in_part(name))?;
+        let template =
+            Template::compile(source).map_err(|e| TemplateError::syntax(&e).in_part(name))?;
         let checker = Checker {
             kind: id.kind,
             escaped: escape_of(id.channel, name) != Escape::None,
@@ -627,10 +626,7 @@ impl Checker {
         } else {
             let mut error = TemplateError::new(
                 TemplateErrorKind::UnknownHelper,
-                format!(
-                    "unknown helper `{name}`; available: {}",
-                    HELPERS.join(", ")
-                ),
+                format!("unknown helper `{name}`; available: {}", HELPERS.join(", ")),
             );
             error.variable = Some(name.to_owned());
             Err(error)
@@ -730,7 +726,9 @@ impl Checker {
             return if scope.each && matches!(local, "index" | "key" | "first" | "last") {
                 Ok(())
             } else {
-                Err(unknown(" (@index, @key, @first and @last exist only inside #each)"))
+                Err(unknown(
+                    " (@index, @key, @first and @last exist only inside #each)",
+                ))
             };
         }
         let this_itself = rest == "this" || rest == ".";
@@ -868,21 +866,21 @@ impl CompiledTemplate {
         let Some(part) = self.parts.iter().find(|p| p.name == name) else {
             return Ok(None);
         };
-        part.registry
-            .render(name, context)
-            .map(Some)
-            .map_err(|e| {
-                TemplateError::new(TemplateErrorKind::Render, e.to_string())
-                    .in_part(name)
-                    .at(e.line_no)
-            })
+        part.registry.render(name, context).map(Some).map_err(|e| {
+            TemplateError::new(TemplateErrorKind::Render, e.to_string())
+                .in_part(name)
+                .at(e.line_no)
+        })
     }
 
     pub fn render(&self, context: &BuildContext) -> Result<Rendered, TemplateError> {
         let required = |name: &str, value: Option<String>| {
             value.ok_or_else(|| {
-                TemplateError::new(TemplateErrorKind::Parts, format!("part {name:?} is missing"))
-                    .in_part(name)
+                TemplateError::new(
+                    TemplateErrorKind::Parts,
+                    format!("part {name:?} is missing"),
+                )
+                .in_part(name)
             })
         };
         let (subject, text, html) = match self.id.channel {
@@ -895,7 +893,10 @@ impl CompiledTemplate {
                 None,
             ),
             TemplateChannel::Email => (
-                Some(one_line(&required("subject", self.part("subject", context)?)?)),
+                Some(one_line(&required(
+                    "subject",
+                    self.part("subject", context)?,
+                )?)),
                 required("text", self.part("text", context)?)?,
                 Some(required("html", self.part("html", context)?)?),
             ),
@@ -1194,8 +1195,8 @@ mod tests {
             (Outcome::ActionRequired, Transition::Unchanged),
         ];
         for template in TemplateId::all() {
-            let compiled = CompiledTemplate::builtin(template)
-                .unwrap_or_else(|e| panic!("{template}: {e}"));
+            let compiled =
+                CompiledTemplate::builtin(template).unwrap_or_else(|e| panic!("{template}: {e}"));
             assert_eq!(compiled.reference(), format!("builtin/{template}@1"));
             let mut bare = run();
             bare.commit_sha = None;
@@ -1248,7 +1249,9 @@ mod tests {
             rendered.subject.as_deref(),
             Some("🔴 octo-org/checkout-service: CI ist kaputt auf main")
         );
-        assert!(rendered.text.contains("Fehlgeschlagene Jobs: test (ubuntu-latest), lint"));
+        assert!(rendered
+            .text
+            .contains("Fehlgeschlagene Jobs: test (ubuntu-latest), lint"));
         assert!(rendered.html.unwrap().contains("<html lang=\"de\">"));
     }
 
@@ -1293,8 +1296,11 @@ mod tests {
         assert_eq!(error.part.as_deref(), Some("text"));
         assert!(error.line.is_some());
 
-        let error = validate(finished, &telegram("line one\n{{#if url}}\n  {{reposit}}\n{{/if}}"))
-            .unwrap_err();
+        let error = validate(
+            finished,
+            &telegram("line one\n{{#if url}}\n  {{reposit}}\n{{/if}}"),
+        )
+        .unwrap_err();
         assert_eq!(error.kind, TemplateErrorKind::UnknownVariable);
         assert_eq!(error.variable.as_deref(), Some("reposit"));
         assert_eq!(error.line, Some(3), "{error}");
@@ -1311,12 +1317,11 @@ mod tests {
         assert_eq!(error.kind, TemplateErrorKind::NotAllowed);
         assert!(validate(finished, &telegram("{{> header}}")).is_err());
 
-        let error = validate(id("build_started.telegram.en"), &telegram("{{duration}}"))
-            .unwrap_err();
+        let error =
+            validate(id("build_started.telegram.en"), &telegram("{{duration}}")).unwrap_err();
         assert_eq!(error.variable.as_deref(), Some("duration"));
 
-        let error = validate(finished, &BTreeMap::from([("body".into(), "x".into())]))
-            .unwrap_err();
+        let error = validate(finished, &BTreeMap::from([("body".into(), "x".into())])).unwrap_err();
         assert_eq!(error.kind, TemplateErrorKind::Parts);
         assert_eq!(error.part.as_deref(), Some("body"));
     }
@@ -1359,7 +1364,10 @@ mod tests {
         )
         .unwrap();
         let rendered = compiled
-            .render(&BuildContext::sample(TemplateKind::BuildFinished, Language::En))
+            .render(&BuildContext::sample(
+                TemplateKind::BuildFinished,
+                Language::En,
+            ))
             .unwrap();
         assert!(rendered.text.chars().count() <= TELEGRAM_RENDER_MAX_CHARS);
         assert!(rendered.text.ends_with('…'));

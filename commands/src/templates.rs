@@ -14,8 +14,8 @@ use domain::{Template, TemplateCommand, TemplateId, TemplateVersionError};
 use serde::Serialize;
 use sqlx::PgPool;
 
-pub use crate::template::{BuildContext, Rendered, TemplateError, TemplateErrorKind};
 use crate::template::{builtin, builtin_reference, CompiledTemplate};
+pub use crate::template::{BuildContext, Rendered, TemplateError, TemplateErrorKind};
 use crate::{CommandError, Executor, Metadata};
 pub use domain::{Language, TemplateChannel, TemplateKind};
 
@@ -125,7 +125,10 @@ pub enum TemplatesError {
         current: u32,
     },
     #[error("template {template_id} has no version {version}")]
-    NoSuchVersion { template_id: TemplateId, version: u32 },
+    NoSuchVersion {
+        template_id: TemplateId,
+        version: u32,
+    },
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error("database: {0}")]
@@ -200,11 +203,7 @@ impl Templates {
         context: &BuildContext,
     ) -> Result<Rendered, TemplatesError> {
         let compiled = match parts {
-            Some(parts) => Arc::new(CompiledTemplate::compile(
-                id,
-                parts,
-                format!("{id}@draft"),
-            )?),
+            Some(parts) => Arc::new(CompiledTemplate::compile(id, parts, format!("{id}@draft"))?),
             None => self.compiled(&self.current(id).await?).await?,
         };
         Ok(compiled.render(context)?)

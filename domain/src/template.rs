@@ -192,9 +192,9 @@ pub enum PartsError {
 impl PartsError {
     pub fn part(&self) -> &str {
         match self {
-            Self::Missing { part, .. } | Self::Unexpected { part, .. } | Self::TooLong { part, .. } => {
-                part
-            }
+            Self::Missing { part, .. }
+            | Self::Unexpected { part, .. }
+            | Self::TooLong { part, .. } => part,
         }
     }
 }
@@ -205,7 +205,10 @@ pub fn check_parts(
     parts: &BTreeMap<String, String>,
 ) -> Result<(), PartsError> {
     let expected = channel.parts().join(", ");
-    if let Some(extra) = parts.keys().find(|p| !channel.parts().contains(&p.as_str())) {
+    if let Some(extra) = parts
+        .keys()
+        .find(|p| !channel.parts().contains(&p.as_str()))
+    {
         return Err(PartsError::Unexpected {
             part: extra.clone(),
             channel: channel.as_str(),
@@ -451,7 +454,10 @@ mod tests {
         let all = TemplateId::all();
         assert_eq!(all.len(), 12);
         for template in &all {
-            assert_eq!(TemplateId::parse(&template.to_string()).as_ref(), Ok(template));
+            assert_eq!(
+                TemplateId::parse(&template.to_string()).as_ref(),
+                Ok(template)
+            );
         }
         for bad in [
             "",
@@ -476,7 +482,9 @@ mod tests {
         let mut extra = parts("x");
         extra.insert("html".into(), String::new());
         assert_eq!(
-            check_parts(TemplateChannel::Push, &extra).unwrap_err().part(),
+            check_parts(TemplateChannel::Push, &extra)
+                .unwrap_err()
+                .part(),
             "html"
         );
         let mut missing = parts("x");

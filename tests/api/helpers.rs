@@ -59,7 +59,11 @@ pub fn fixture_with(path: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
 #[derive(Clone, Debug)]
 pub enum Reply {
     Ok,
-    TooManyRequests { retry_after: u64 },
+    /// Take the message (the chat shows it), then never answer: what a worker killed mid-call leaves behind.
+    AcceptThenHang,
+    TooManyRequests {
+        retry_after: u64,
+    },
     Blocked,
     ChatNotFound,
     ServerError,
@@ -144,7 +148,15 @@ async fn fake_bot_api(
         );
     }
     if method == "sendMessage" {
-        return fake_send_message(&state, &body);
+        let hang = matches!(
+            state.lock().unwrap().script.front(),
+            Some(Reply::AcceptThenHang)
+        );
+        let answer = fake_send_message(&state, &body);
+        if hang {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+        return answer;
     }
     if method == "editMessageText" {
         return fake_edit_message(&state, &body);
@@ -234,11 +246,13 @@ fn fake_send_message(state: &Arc<Mutex<FakeState>>, body: &Value) -> (StatusCode
     if message.text.encode_utf16().count() > 4096 {
         return (
             StatusCode::BAD_REQUEST,
-            Json(json!({"ok": false, "error_code": 400, "description": "Bad Request: message is too long"})),
+            Json(
+                json!({"ok": false, "error_code": 400, "description": "Bad Request: message is too long"}),
+            ),
         );
     }
     match reply {
-        Reply::Ok => {
+        Reply::Ok | Reply::AcceptThenHang => {
             state
                 .accepted_at
                 .push((std::time::Instant::now(), message.chat_id));

@@ -353,3 +353,72 @@ async fn an_attempt_interrupted_mid_send_is_sent_again_and_recorded_as_a_possibl
     assert!(events[4].1["Delivered"]["latency_ms"].is_u64());
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_worker_killed_after_telegram_took_the_message_leaves_a_recorded_duplicate_not_a_loss() {
+    // Planned, but no delivery role: the test runs the delivery workers itself.
+    let app = spawn_app_with(
+        Bus::InProcess,
+        &[Role::Api, Role::Relay, Role::Projections, Role::Planner],
+    )
+    .await;
+    let project = app.create_project("crashy").await;
+    let subscription = app.subscribe(project.id, 31, None).await;
+    app.telegram.script([Reply::AcceptThenHang]);
+    app.post_github(
+        &project,
+        "workflow_run",
+        &fixture("workflow_run/completed.payload.json"),
+        "crash-1",
+    )
+    .await;
+    app.wait_for_notifications("planned", 1).await;
+    sqlx::query(
+        "INSERT INTO delivery_queue (notification_id, next_attempt_at, channel, chat_id)
+         SELECT notification_id, now(), channel, 31 FROM notifications",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let worker = |app: &TestApp| {
+        let mut providers = workers::Providers::new(None);
+        providers.telegram =
+            Some(workers::TelegramClient::new(app.settings.telegram.clone().unwrap()).unwrap());
+        Arc::new(workers::DeliveryWorker::new(
+            Arc::new(commands::Commands::new(app.pool.clone())),
+            providers,
+            app.settings.delivery.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+        ))
+    };
+    // The first worker sends; Telegram takes the message and the worker dies before hearing back.
+    let first = worker(&app);
+    let attempt = tokio::spawn(async move { first.try_deliver_next().await });
+    app.wait_for_messages(1).await;
+    attempt.abort();
+    assert!(attempt.await.unwrap_err().is_cancelled());
+    // The next worker cannot know whether it arrived: it records that, and sends again.
+    let second = worker(&app);
+    assert_eq!(
+        second.try_deliver_next().await.unwrap(),
+        workers::DeliveryOutcome::Interrupted
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the chat's one-a-second slot
+    assert_eq!(
+        second.try_deliver_next().await.unwrap(),
+        workers::DeliveryOutcome::Delivered
+    );
+    let delivered = app.telegram.delivered();
+    assert_eq!(delivered.len(), 2, "the chat shows it twice");
+    assert_eq!(delivered[0].text, delivered[1].text);
+    let audit: Value = app
+        .get(&format!("/api/v1/audit/subscriptions/{subscription}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let text = audit.to_string();
+    assert!(text.contains("was interrupted"), "{text}");
+    assert!(text.contains("possibly a duplicate"), "{text}");
+    app.finish().await;
+}

@@ -73,7 +73,8 @@ async fn subscribers_are_registered_shown_listed_and_their_preferences_replaced(
         "time_zone": "Europe/Berlin",
         "language": "de",
         "quiet_hours": { "start": "22:00", "end": "07:00" },
-        "digest_minutes": 30
+        "digest_minutes": 30,
+        "edit_in_place": false
     });
     assert_eq!(created["preferences"], berlin);
 
@@ -93,7 +94,7 @@ async fn subscribers_are_registered_shown_listed_and_their_preferences_replaced(
     let defaults = show(&app, ops).await;
     assert_eq!(
         defaults["preferences"],
-        json!({ "time_zone": "UTC", "language": "en", "quiet_hours": null, "digest_minutes": null })
+        json!({ "time_zone": "UTC", "language": "en", "quiet_hours": null, "digest_minutes": null, "edit_in_place": false })
     );
 
     let all: Value = app.get("/api/v1/subscribers").await.json().await.unwrap();
@@ -132,7 +133,8 @@ async fn subscribers_are_registered_shown_listed_and_their_preferences_replaced(
     .await;
     assert_eq!(status, 200, "{changed}");
     let new_york = json!({
-        "time_zone": "America/New_York", "language": "en", "quiet_hours": null, "digest_minutes": null
+        "time_zone": "America/New_York", "language": "en", "quiet_hours": null, "digest_minutes": null,
+        "edit_in_place": false
     });
     assert_eq!(changed, new_york);
     assert_eq!(show(&app, ada).await["preferences"], new_york);
