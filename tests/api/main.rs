@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod auth;
 mod backup;
+mod bench_delivery;
 mod bot;
 mod bounces;
 mod channels;
