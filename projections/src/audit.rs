@@ -207,9 +207,9 @@ pub fn summarize(event: &StoredEvent) -> String {
                 possible_duplicate,
                 ..
             }) => format!(
-                "delivered on attempt {attempt} (provider message {}{}){}",
+                "delivered on attempt {attempt} (provider message {}){}{}",
                 provider_message_id.as_deref().unwrap_or("?"),
-                latency_ms.map_or_else(String::new, |ms| format!(", {ms} ms")),
+                latency_ms.map_or_else(String::new, |ms| format!(" in {ms} ms")),
                 if possible_duplicate { "; possibly a duplicate: an earlier attempt was interrupted" } else { "" }
             ),
             Ok(NotificationEvent::AttemptInterrupted { attempt, .. }) => {
@@ -222,11 +222,11 @@ pub fn summarize(event: &StoredEvent) -> String {
                 latency_ms,
                 ..
             }) => format!(
-                "attempt {attempt} failed{}: {} {}{}",
-                latency_ms.map_or_else(String::new, |ms| format!(" after {ms} ms")),
+                "attempt {attempt} failed: {} {}{}{}",
                 failure.code.map_or_else(|| "no answer".to_owned(), |c| c.to_string()),
                 failure.description,
-                retry_at.map_or_else(String::new, |t| format!("; retry at {}", t.to_rfc3339()))
+                retry_at.map_or_else(String::new, |t| format!("; retry at {}", t.to_rfc3339())),
+                latency_ms.map_or_else(String::new, |ms| format!(" (answered in {ms} ms)"))
             ),
             Ok(NotificationEvent::DeadLettered { reason, .. }) => format!("dead-lettered: {reason}"),
             Ok(NotificationEvent::NotificationHeld { reason, held_until, .. }) => {

@@ -48,7 +48,7 @@ async fn the_trail_of_a_build_says_who_was_told_and_who_was_not() {
     };
     expect("octo-org/octo-repo: test on master succeeded (passing) (github workflow_run delivery audit-1)");
     expect(&format!(
-        "planned: Telegram chat 51 (subscription {told} v1, template builtin/telegram_build@1)"
+        "planned: Telegram chat 51 (subscription {told} v1, template builtin/build_finished.telegram.en@1)"
     ));
     expect(&format!(
         "not sent: outcome_not_subscribed (subscription {not_told} v1)"

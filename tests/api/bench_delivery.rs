@@ -37,7 +37,8 @@ async fn bench_delivery() {
 
     // Throughput: one failed run fans out to every chat.
     let started = Instant::now();
-    app.post_github(&project, "workflow_run", &fail(1), "bench-fanout").await;
+    app.post_github(&project, "workflow_run", &fail(1), "bench-fanout")
+        .await;
     app.wait_for_messages(CHATS as usize).await;
     let fanout = started.elapsed();
     println!(
@@ -56,7 +57,12 @@ async fn bench_delivery() {
     for run in 0..RUNS {
         let sent = Instant::now();
         let response = app2
-            .post_github(&project2, "workflow_run", &fail(1000 + run), &format!("lat-{run}"))
+            .post_github(
+                &project2,
+                "workflow_run",
+                &fail(1000 + run),
+                &format!("lat-{run}"),
+            )
             .await;
         assert_eq!(response.status(), 202);
         app2.wait_for_messages(run as usize + 1).await;

@@ -17,13 +17,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use commands::planning::{decide, ContactFacts, Decision, Recipient};
-use commands::template::MessageRenderer;
+use commands::template::{BuildContext, MessageRenderer};
+use commands::templates::Templates;
 use commands::{Commands, Metadata};
 use domain::{
     BuildRunEvent, Button, Channel, ChannelKind, ChatId, ContactAddress, Language, MessageDetails,
     NotificationCommand, OutcomeFilter, Preferences, QuietHours, RunFacts, RunInfo, StoredEvent,
     TimeZone, Verdict,
 };
+use domain::{TemplateChannel, TemplateKind};
 use projections::queries::{self, PlannerSubscription};
 use uuid::Uuid;
 
@@ -36,14 +38,14 @@ const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x6865_7261_6c64_4e6f_7469_
 
 pub struct Planner {
     commands: Arc<Commands>,
-    renderer: MessageRenderer,
+    templates: Templates,
     /// The channels this Herald has a provider for; a contact on any other is `channel_unavailable`.
     channels: BTreeSet<ChannelKind>,
 }
 
 /// A message rendered for one channel and language.
 #[derive(Clone)]
-struct Rendered {
+struct Message {
     template: String,
     text: String,
     details: MessageDetails,
@@ -52,8 +54,8 @@ struct Rendered {
 impl Planner {
     pub fn new(commands: Arc<Commands>, channels: BTreeSet<ChannelKind>) -> Self {
         Self {
+            templates: Templates::new(commands.pool().clone()),
             commands,
-            renderer: MessageRenderer::new(),
             channels,
         }
     }
@@ -178,45 +180,46 @@ fn subscription_channel(s: &PlannerSubscription) -> Option<Channel> {
 }
 
 impl Planner {
-    /// The message for one channel and language.
-    fn render(
+    /// The message for one channel and language, from the current version of its template.
+    async fn render(
         &self,
         kind: ChannelKind,
         run: &RunInfo,
         verdict: Option<&Verdict>,
-        _language: Language,
-    ) -> Result<Rendered, HandlerError> {
-        let (template, text) = match verdict {
-            Some(verdict) => (
-                MessageRenderer::TELEGRAM_BUILD,
-                self.renderer
-                    .telegram_build(run, verdict)
-                    .map_err(HandlerError::permanent)?,
-            ),
-            None => (
-                MessageRenderer::TELEGRAM_STARTED,
-                self.renderer.telegram_started(run),
-            ),
+        language: Language,
+    ) -> Result<Message, HandlerError> {
+        let template_kind = match verdict {
+            Some(_) => TemplateKind::BuildFinished,
+            None => TemplateKind::BuildStarted,
         };
-        Ok(match kind {
-            ChannelKind::Telegram => Rendered {
-                template: template.to_owned(),
-                text,
-                details: MessageDetails::default(),
-            },
-            _ => {
-                let plain = plain_text(&text);
-                Rendered {
-                    template: template.to_owned(),
-                    details: MessageDetails {
-                        subject: plain.lines().next().map(str::to_owned),
-                        html: Some(text.replace('\n', "<br>\n")),
-                        link: run.url.clone(),
-                        replaces: None,
-                    },
-                    text: plain,
+        let channel = match kind {
+            ChannelKind::Telegram => TemplateChannel::Telegram,
+            ChannelKind::Email => TemplateChannel::Email,
+            ChannelKind::Fcm | ChannelKind::WebPush => TemplateChannel::Push,
+        };
+        let context = BuildContext::new(run, verdict, language);
+        let rendered = self
+            .templates
+            .render(template_kind, channel, language, &context)
+            .await
+            .map_err(|e| {
+                if e.is_transient() {
+                    HandlerError::transient(e)
+                } else {
+                    HandlerError::permanent(e)
                 }
-            }
+            })?;
+        Ok(Message {
+            template: rendered.template,
+            text: rendered.text,
+            details: MessageDetails {
+                subject: rendered.subject,
+                html: rendered.html,
+                link: (channel == TemplateChannel::Push)
+                    .then(|| run.url.clone())
+                    .flatten(),
+                replaces: None,
+            },
         })
     }
 
@@ -274,7 +277,7 @@ impl EventHandler for Planner {
             format!("{}#{}", event.aggregate_id, event.sequence),
         );
         // Rendered once per channel and language, then shared.
-        let mut rendered: HashMap<(ChannelKind, Language), Rendered> = HashMap::new();
+        let mut rendered: HashMap<(ChannelKind, Language), Message> = HashMap::new();
         // Who already has this news, through an earlier subscription.
         let mut reached: Vec<Channel> = Vec::new();
         for subscription in subscriptions {
@@ -314,10 +317,12 @@ impl EventHandler for Planner {
                     let key = (channel.kind(), language);
                     let message = match rendered.get(&key) {
                         Some(message) => message.clone(),
-                        None => rendered
-                            .entry(key)
-                            .or_insert(self.render(channel.kind(), run, verdict, language)?)
-                            .clone(),
+                        None => {
+                            let message =
+                                self.render(channel.kind(), run, verdict, language).await?;
+                            rendered.insert(key, message.clone());
+                            message
+                        }
                     };
                     let mut details = message.details;
                     let edit = recipient
