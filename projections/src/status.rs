@@ -41,6 +41,7 @@ fn reads(projection: &str) -> &'static [&'static str] {
         "subscriptions" => &["Subscription"],
         "subscribers" | "contacts" => &["Subscriber"],
         "notifications" => &["Notification"],
+        "templates" | "template_versions" => &["Template"],
         _ => &[],
     }
 }
