@@ -486,7 +486,7 @@ impl Config {
                 acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
             },
             listen: self.listen,
-            public_url: public_url.clone(),
+            public_url,
             kafka: self
                 .kafka_brokers
                 .clone()
@@ -519,7 +519,6 @@ impl Config {
                     threshold: self.delivery_breaker_threshold,
                     cooldown: Duration::from_secs(self.delivery_breaker_cooldown_secs),
                 },
-                public_url: Some(public_url.clone()),
             },
             bot,
             email: self.email()?,

@@ -318,7 +318,7 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
     if roles.contains(&Role::Delivery) {
         let wake = Arc::new(tokio::sync::Notify::new());
         handlers.push(Arc::new(DeliveryEnqueuer::new(pool.clone(), wake.clone())));
-        let mut providers = Providers::new(settings.delivery.public_url.clone());
+        let mut providers = Providers::new(Some(settings.public_url.clone()));
         match &settings.telegram {
             Some(config) => {
                 providers.telegram = Some(

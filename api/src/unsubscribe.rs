@@ -9,6 +9,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
+use commands::template::escape_html as escape;
 use commands::unsubscribe;
 use projections::queries::{self, SubscriptionView};
 use utoipa_axum::router::OpenApiRouter;
@@ -135,21 +136,6 @@ async fn describe(state: &AppState, view: &SubscriptionView) -> Result<String, A
         text.push_str(&format!(": {}", outcomes.join(", ")));
     }
     Ok(text)
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A small page; never cached, never indexed, and it sends no referrer (the URL holds the token).

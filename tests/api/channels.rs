@@ -8,22 +8,9 @@ use domain::{ContactAddress, Preferences};
 use herald::Role;
 use uuid::Uuid;
 
-use crate::helpers::{
-    fixture_with, spawn_app_configured, wait_until, Bus, CreatedProject, TestApp,
-};
+use crate::helpers::{spawn_app_configured, wait_until, Bus, TestApp};
 use crate::push_fakes::{FakeFcm, FakeWebPush};
 use crate::smtp::SmtpServer;
-
-async fn fail(app: &TestApp, project: &CreatedProject, run: i64) {
-    let body = fixture_with("workflow_run/completed.payload.json", |v| {
-        v["workflow_run"]["id"] = run.into();
-        v["workflow_run"]["conclusion"] = "failure".into();
-    });
-    let response = app
-        .post_github(project, "workflow_run", &body, &format!("ch-{run}"))
-        .await;
-    assert_eq!(response.status(), 202);
-}
 
 /// The id of the one delivered notification, as the provider should have seen it (32 hex digits).
 async fn delivered_id(app: &TestApp) -> String {
@@ -53,7 +40,7 @@ async fn a_failure_arrives_by_email_with_text_html_and_a_one_click_unsubscribe()
     };
     app.contact_subscription(project.id, address, Preferences::default(), &["failed"])
         .await;
-    fail(&app, &project, 1).await;
+    app.fail_run(&project, 1).await;
     let mail = smtp.wait_for(1).await.remove(0);
     let id = delivered_id(&app).await;
     assert_eq!(mail.to, "dev@example.com");
@@ -106,7 +93,7 @@ async fn a_failure_arrives_by_fcm_and_an_unregistered_token_disables_the_contact
     let (subscriber, contact) = app
         .contact_subscription(project.id, address, Preferences::default(), &["failed"])
         .await;
-    fail(&app, &project, 1).await;
+    app.fail_run(&project, 1).await;
     let id = delivered_id(&app).await;
     let messages = fcm.messages();
     assert_eq!(messages.len(), 1);
@@ -124,7 +111,7 @@ async fn a_failure_arrives_by_fcm_and_an_unregistered_token_disables_the_contact
     );
 
     fcm.unregister("device-token-1");
-    fail(&app, &project, 2).await;
+    app.fail_run(&project, 2).await;
     let pool = app.pool.clone();
     wait_until("the contact is disabled", Duration::from_secs(10), || {
         let pool = pool.clone();
@@ -141,7 +128,7 @@ async fn a_failure_arrives_by_fcm_and_an_unregistered_token_disables_the_contact
     .await;
     app.wait_for_notifications("dead_lettered", 1).await;
     // The next failure is not even planned for the disabled contact.
-    fail(&app, &project, 3).await;
+    app.fail_run(&project, 3).await;
     app.drain().await;
     let reasons: Vec<String> = sqlx::query_scalar(
         "SELECT reason FROM notifications WHERE status = 'suppressed' AND subscription_id IN
@@ -176,7 +163,7 @@ async fn a_failure_arrives_by_web_push_encrypted_for_the_browser() {
     };
     app.contact_subscription(project.id, address, Preferences::default(), &["failed"])
         .await;
-    fail(&app, &project, 1).await;
+    app.fail_run(&project, 1).await;
     let id = delivered_id(&app).await;
     let received = push.received();
     assert_eq!(received.len(), 1);
@@ -207,7 +194,7 @@ async fn without_a_provider_email_and_push_contacts_are_suppressed_as_unavailabl
     let address = ContactAddress::Fcm { token: "t".into() };
     app.contact_subscription(project.id, address, Preferences::default(), &["failed"])
         .await;
-    fail(&app, &project, 1).await;
+    app.fail_run(&project, 1).await;
     app.drain().await;
     assert_eq!(
         app.count("SELECT count(*) FROM notifications WHERE reason = 'channel_unavailable'")

@@ -10,9 +10,7 @@ use herald::Role;
 use uuid::Uuid;
 use workers::digest::Digester;
 
-use crate::helpers::{
-    fixture_with, spawn_app_configured, wait_until, Bus, CreatedProject, TestApp,
-};
+use crate::helpers::{spawn_app_configured, wait_until, Bus, TestApp};
 
 /// A subscriber with `preferences` and a Telegram chat subscribed to every failure of `project`.
 async fn subscriber(app: &TestApp, project: Uuid, chat: i64, preferences: Preferences) -> Uuid {
@@ -62,17 +60,6 @@ async fn subscriber(app: &TestApp, project: Uuid, chat: i64, preferences: Prefer
     subscriber
 }
 
-async fn fail(app: &TestApp, project: &CreatedProject, run: i64) {
-    let body = fixture_with("workflow_run/completed.payload.json", |v| {
-        v["workflow_run"]["id"] = run.into();
-        v["workflow_run"]["conclusion"] = "failure".into();
-    });
-    let response = app
-        .post_github(project, "workflow_run", &body, &format!("digest-{run}"))
-        .await;
-    assert_eq!(response.status(), 202);
-}
-
 async fn wait_for_status(app: &TestApp, status: &str, n: i64) {
     let pool = app.pool.clone();
     let sql = format!("SELECT count(*) FROM notifications WHERE status = '{status}'");
@@ -109,8 +96,8 @@ async fn builds_in_quiet_hours_arrive_as_one_digest_when_they_end() {
         ..Preferences::default()
     };
     subscriber(&app, project.id, 9001, preferences).await;
-    fail(&app, &project, 7001).await;
-    fail(&app, &project, 7002).await;
+    app.fail_run(&project, 7001).await;
+    app.fail_run(&project, 7002).await;
     wait_for_status(&app, "held", 2).await;
     let reasons: Vec<String> =
         sqlx::query_scalar("SELECT reason FROM notifications WHERE status = 'held'")
@@ -163,11 +150,11 @@ async fn digest_mode_sends_the_first_message_and_folds_the_rest_of_the_window() 
         ..Preferences::default()
     };
     subscriber(&app, project.id, 9002, preferences).await;
-    fail(&app, &project, 8001).await;
+    app.fail_run(&project, 8001).await;
     app.wait_for_messages(1).await;
     wait_for_status(&app, "delivered", 1).await;
-    fail(&app, &project, 8002).await;
-    fail(&app, &project, 8003).await;
+    app.fail_run(&project, 8002).await;
+    app.fail_run(&project, 8003).await;
     wait_for_status(&app, "held", 2).await;
     let until: chrono::DateTime<Utc> = sqlx::query_scalar(
         "SELECT max(next_attempt_at) FROM notifications WHERE status = 'held' AND reason = 'digest_window'",

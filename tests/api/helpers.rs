@@ -453,7 +453,6 @@ pub fn settings_for(database: &str, bus: Bus, telegram: &FakeTelegram) -> Settin
         }),
         delivery: workers::DeliverySettings {
             default_max_attempts: 3,
-            public_url: Some("http://herald.test".into()),
             ..workers::DeliverySettings::default()
         },
         jwt: api::auth::jwt::JwtKeys::new(JWT_SECRET),
@@ -666,6 +665,18 @@ impl TestApp {
         )
         .await;
         id
+    }
+
+    /// Post GitHub's "workflow run `run` completed with failure" for `project`; 202 expected.
+    pub async fn fail_run(&self, project: &CreatedProject, run: i64) {
+        let body = fixture_with("workflow_run/completed.payload.json", |v| {
+            v["workflow_run"]["id"] = run.into();
+            v["workflow_run"]["conclusion"] = "failure".into();
+        });
+        let response = self
+            .post_github(project, "workflow_run", &body, &format!("failed-run-{run}"))
+            .await;
+        assert_eq!(response.status(), 202);
     }
 
     /// A subscriber with `preferences` and one verified contact at `address`,

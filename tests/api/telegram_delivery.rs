@@ -8,17 +8,6 @@ use uuid::Uuid;
 
 use crate::helpers::{fixture_with, spawn_app, Bus, CreatedProject, TestApp};
 
-async fn fail(app: &TestApp, project: &CreatedProject, run: i64) {
-    let body = fixture_with("workflow_run/completed.payload.json", |v| {
-        v["workflow_run"]["id"] = run.into();
-        v["workflow_run"]["conclusion"] = "failure".into();
-    });
-    let response = app
-        .post_github(project, "workflow_run", &body, &format!("tg-{run}"))
-        .await;
-    assert_eq!(response.status(), 202);
-}
-
 #[tokio::test]
 async fn a_hundred_chats_get_their_message_without_a_single_429() {
     let app = spawn_app(Bus::InProcess).await;
@@ -29,7 +18,7 @@ async fn a_hundred_chats_get_their_message_without_a_single_429() {
             .await;
     }
     let started = Instant::now();
-    fail(&app, &project, 1).await;
+    app.fail_run(&project, 1).await;
     app.wait_for_messages(100).await;
     let elapsed = started.elapsed();
     assert_eq!(app.telegram.limited(), 0, "no send broke Telegram's limits");
@@ -56,7 +45,7 @@ async fn one_chat_gets_a_message_a_second_and_one_group_one_every_three() {
     app.subscribe(project.id, -100_123, Some(vec!["failed"]))
         .await;
     for run in 1..=3 {
-        fail(&app, &project, 100 + run).await;
+        app.fail_run(&project, 100 + run).await;
     }
     app.wait_for_messages(6).await;
     assert_eq!(app.telegram.limited(), 0);

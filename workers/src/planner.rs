@@ -61,10 +61,11 @@ impl Planner {
     }
 
     pub fn notification_id(event: &StoredEvent, subscription_id: Uuid) -> Uuid {
-        let name = format!(
-            "{}#{}/{}",
-            event.aggregate_id, event.sequence, subscription_id
-        );
+        Self::notification_id_at(&event.aggregate_id, event.sequence, subscription_id)
+    }
+
+    fn notification_id_at(build_run_id: &str, sequence: i64, subscription_id: Uuid) -> Uuid {
+        let name = format!("{build_run_id}#{sequence}/{subscription_id}");
         Uuid::new_v5(&NOTIFICATION_NAMESPACE, name.as_bytes())
     }
 
@@ -223,23 +224,16 @@ impl Planner {
         })
     }
 
-    /// The run's "started" notification for this subscription, which a verdict edits in place.
-    async fn started_notification(
-        &self,
-        build_run_id: &str,
-        subscription_id: Uuid,
-    ) -> Result<Option<Uuid>, HandlerError> {
-        let sequence: Option<i64> = sqlx::query_scalar(
+    /// The sequence of the run's latest `BuildStarted`: its "started" notifications are the ones a verdict
+    /// edits in place.
+    async fn started_sequence(&self, build_run_id: &str) -> Result<Option<i64>, HandlerError> {
+        Ok(sqlx::query_scalar(
             "SELECT max(sequence) FROM events
               WHERE aggregate_type = 'BuildRun' AND aggregate_id = $1 AND event_type = 'BuildStarted'",
         )
         .bind(build_run_id)
         .fetch_one(self.commands.pool())
-        .await?;
-        Ok(sequence.map(|sequence| {
-            let name = format!("{build_run_id}#{sequence}/{subscription_id}");
-            Uuid::new_v5(&NOTIFICATION_NAMESPACE, name.as_bytes())
-        }))
+        .await?)
     }
 }
 
@@ -280,6 +274,8 @@ impl EventHandler for Planner {
         let mut rendered: HashMap<(ChannelKind, Language), Message> = HashMap::new();
         // Who already has this news, through an earlier subscription.
         let mut reached: Vec<Channel> = Vec::new();
+        // Looked up once, for the first subscriber who wants verdicts edited in place.
+        let mut started_sequence: Option<Option<i64>> = None;
         for subscription in subscriptions {
             // A start is news only to those who asked for starts; nobody else gets a decision recorded.
             if verdict.is_none()
@@ -330,9 +326,18 @@ impl EventHandler for Planner {
                         .as_ref()
                         .is_some_and(|p| p.edit_in_place);
                     if edit && verdict.is_some() && channel.kind() == ChannelKind::Telegram {
-                        details.replaces = self
-                            .started_notification(&event.aggregate_id, subscription.subscription_id)
-                            .await?;
+                        let sequence = match started_sequence {
+                            Some(sequence) => sequence,
+                            None => *started_sequence
+                                .insert(self.started_sequence(&event.aggregate_id).await?),
+                        };
+                        details.replaces = sequence.map(|sequence| {
+                            Self::notification_id_at(
+                                &event.aggregate_id,
+                                sequence,
+                                subscription.subscription_id,
+                            )
+                        });
                     }
                     NotificationCommand::Plan {
                         notification_id,
@@ -391,17 +396,8 @@ impl EventHandler for Planner {
 
 /// Telegram HTML as plain text: tags dropped, the four entities Herald writes turned back into characters.
 pub(crate) fn plain_text(html: &str) -> String {
-    let mut out = String::with_capacity(html.len());
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&lt;", "<")
+    crate::telegram::strip_tags(html)
+        .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
         .replace("&amp;", "&")

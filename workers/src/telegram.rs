@@ -68,8 +68,8 @@ pub fn split_message(text: &str, max_units: usize, max_parts: usize) -> Vec<Stri
     parts
 }
 
-/// The text of one line of Telegram HTML without its tags (entities stay escaped).
-fn strip_tags(line: &str) -> String {
+/// Telegram HTML without its tags (entities stay escaped).
+pub(crate) fn strip_tags(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut in_tag = false;
     for c in line.chars() {

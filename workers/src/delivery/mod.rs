@@ -154,8 +154,6 @@ pub struct DeliverySettings {
     pub concurrency: usize,
     pub telegram_limits: TelegramLimits,
     pub breaker: BreakerSettings,
-    /// Herald's public URL, for the one-click unsubscribe link in emails; none: emails carry no such link.
-    pub public_url: Option<String>,
 }
 
 impl Default for DeliverySettings {
@@ -166,7 +164,6 @@ impl Default for DeliverySettings {
             concurrency: 8,
             telegram_limits: TelegramLimits::default(),
             breaker: BreakerSettings::default(),
-            public_url: None,
         }
     }
 }
