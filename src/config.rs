@@ -114,6 +114,11 @@ pub struct Config {
     /// Browser origins allowed to call the API (comma-separated in the environment); empty: CORS off.
     #[serde(deserialize_with = "list_or_commas")]
     pub cors_origins: Vec<String>,
+    /// Live-update streams send a heartbeat this often, in seconds.
+    pub stream_heartbeat_secs: u64,
+    /// Analytics answers are cached at most this long, in seconds (changes drop them sooner); 0 turns the
+    /// cache off.
+    pub read_cache_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -175,6 +180,8 @@ impl Default for Config {
             trust_forwarded_for: false,
             request_timeout_secs: 30,
             cors_origins: Vec::new(),
+            stream_heartbeat_secs: 15,
+            read_cache_ttl_secs: 10,
         }
     }
 }
@@ -476,6 +483,9 @@ impl Config {
         if self.request_timeout_secs == 0 {
             return Err(invalid("HERALD_REQUEST_TIMEOUT_SECS must be at least 1"));
         }
+        if self.stream_heartbeat_secs == 0 {
+            return Err(invalid("HERALD_STREAM_HEARTBEAT_SECS must be at least 1"));
+        }
         for origin in &self.cors_origins {
             check_url("HERALD_CORS_ORIGINS", origin)?;
         }
@@ -531,6 +541,8 @@ impl Config {
             http: HttpSettings {
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
                 cors_origins: self.cors_origins.clone(),
+                heartbeat: Duration::from_secs(self.stream_heartbeat_secs),
+                cache_ttl: Duration::from_secs(self.read_cache_ttl_secs),
             },
         })
     }

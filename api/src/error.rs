@@ -8,7 +8,7 @@ use commands::CommandError;
 use domain::{InvalidValue, ProjectError, SubscriberError, SubscriptionError};
 use serde_json::json;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("{0} not found")]
     NotFound(&'static str),

@@ -2,19 +2,23 @@
 //! `/ready`. Handlers validate, call the command services or read models, and shape answers; every error leaves
 //! through [`ApiError`] as RFC 7807 problem+json.
 
+mod analytics;
 mod audit;
 pub mod auth;
 mod deprecation;
 mod dlq;
 mod email_events;
 mod error;
+mod etag;
 mod extract;
 mod health;
 mod keys;
 pub mod limits;
+mod live;
 mod openapi;
 mod operations;
 mod projects;
+pub mod read_cache;
 mod status;
 mod subscribers;
 mod subscriptions;
@@ -80,6 +84,8 @@ pub struct AppState {
     pub mailer: Option<Arc<dyn VerificationMailer>>,
     /// The Telegram bot's username, for link-code deep links (`https://t.me/<bot>?start=<code>`).
     pub bot_username: Option<String>,
+    /// Analytics answers, and the change signal the live streams wait on.
+    pub read_cache: read_cache::ReadCache,
 }
 
 /// Reads the circuit breakers of delivery workers in this process.
@@ -99,6 +105,10 @@ pub struct HttpSettings {
     pub request_timeout: std::time::Duration,
     /// Origins allowed to call the API from a browser; empty (the default) sends no CORS headers at all.
     pub cors_origins: Vec<String>,
+    /// Live-update streams send a heartbeat this often.
+    pub heartbeat: std::time::Duration,
+    /// The longest an analytics answer is cached without a change notice (zero: not cached).
+    pub cache_ttl: std::time::Duration,
 }
 
 impl Default for HttpSettings {
@@ -106,6 +116,8 @@ impl Default for HttpSettings {
         Self {
             request_timeout: std::time::Duration::from_secs(30),
             cors_origins: Vec::new(),
+            heartbeat: std::time::Duration::from_secs(15),
+            cache_ttl: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -138,6 +150,7 @@ impl AppState {
             telegram_webhook_secret: None,
             mailer: None,
             bot_username: None,
+            read_cache: read_cache::ReadCache::new(&read_cache::CacheSettings::default()),
         }
     }
 
@@ -183,6 +196,10 @@ impl AppState {
     }
 
     pub fn with_http(mut self, http: HttpSettings) -> Self {
+        self.read_cache = read_cache::ReadCache::new(&read_cache::CacheSettings {
+            ttl: http.cache_ttl,
+            ..read_cache::CacheSettings::default()
+        });
         self.http = http;
         self
     }
@@ -251,6 +268,8 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(templates::router())
         .merge(email_events::router())
         .merge(unsubscribe::router())
+        .merge(analytics::router())
+        .merge(live::router())
 }
 
 /// The API: every route behind the guard (authentication, the role policy, rate limits), every answer with a
@@ -262,6 +281,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.http.request_timeout;
     routes
         .merge(openapi::router(spec))
+        .route_layer(axum::middleware::from_fn(etag::tag))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

@@ -31,8 +31,9 @@ async fn upsert_run(
         "INSERT INTO build_runs (build_run_id, project_id, provider, repository, workflow, branch, run_id,
                                  run_number, attempt, commit_sha, commit_message, author, url, status, updated_at,
                                  queued_at, started_at, outcome, transition, failure_streak, completed_at,
-                                 duration_secs)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+                                 duration_secs, first_seen_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+                 $15)
          ON CONFLICT (build_run_id) DO UPDATE SET
              workflow = EXCLUDED.workflow, branch = EXCLUDED.branch,
              run_number = COALESCE(EXCLUDED.run_number, build_runs.run_number),
@@ -72,9 +73,9 @@ async fn upsert_run(
     .bind(verdict.map(|v| i32::try_from(v.failure_streak).unwrap_or(i32::MAX)))
     .bind(verdict.map(|v| v.completed_at))
     .bind(verdict.and_then(|v| v.duration_secs))
-    .execute(tx)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    crate::changes::notify(tx, "build_runs", Some(run.project_id)).await
 }
 
 async fn record_job(
@@ -91,14 +92,17 @@ async fn record_job(
         "completed_at": job.completed_at,
         "failed_steps": job.failed_steps,
     });
-    sqlx::query(
-        "UPDATE build_runs SET jobs = jsonb_set(jobs, ARRAY[$2], $3) WHERE build_run_id = $1",
+    let project: Option<uuid::Uuid> = sqlx::query_scalar(
+        "UPDATE build_runs SET jobs = jsonb_set(jobs, ARRAY[$2], $3) WHERE build_run_id = $1 RETURNING project_id",
     )
     .bind(id)
     .bind(job.job_id.to_string())
     .bind(job_json)
-    .execute(tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some(project) = project {
+        crate::changes::notify(tx, "build_runs", Some(project)).await?;
+    }
     Ok(())
 }
 

@@ -5,9 +5,12 @@
 //! handler runs in one transaction with its checkpoint (the last aggregate sequence it applied), so applying an
 //! event twice, or out of a replay, leaves the same rows.
 
+pub mod analytics;
 pub mod audit;
 mod builds;
+pub mod changes;
 mod checkpoint;
+pub mod live_feed;
 pub mod log;
 mod notifications;
 mod projects;
@@ -23,6 +26,7 @@ use domain::StoredEvent;
 use sqlx::{PgConnection, PgPool};
 
 pub use builds::BuildRunsProjection;
+pub use live_feed::LiveFeedProjection;
 pub use notifications::NotificationsProjection;
 pub use projects::ProjectsProjection;
 pub use subscribers::{ContactsProjection, SubscribersProjection};
@@ -206,11 +210,12 @@ fn every_projection() -> Vec<Box<dyn Projection>> {
         Box::new(NotificationsProjection),
         Box::new(TemplatesProjection),
         Box::new(TemplateVersionsProjection),
+        Box::new(LiveFeedProjection),
     ]
 }
 
 /// The names of every projection (each owns the table of the same name).
-pub const PROJECTIONS: [&str; 8] = [
+pub const PROJECTIONS: [&str; 9] = [
     "projects",
     "build_runs",
     "subscribers",
@@ -219,4 +224,5 @@ pub const PROJECTIONS: [&str; 8] = [
     "notifications",
     "templates",
     "template_versions",
+    "live_feed",
 ];

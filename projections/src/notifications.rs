@@ -48,7 +48,7 @@ impl Projection for NotificationsProjection {
                 .bind(channel.kind().as_str())
                 .bind(planned_at)
                 .bind(at)
-                .execute(tx)
+                .execute(&mut *tx)
                 .await?;
             }
             NotificationEvent::NotificationSuppressed {
@@ -72,7 +72,7 @@ impl Projection for NotificationsProjection {
                 .bind(reason)
                 .bind(suppressed_at)
                 .bind(at)
-                .execute(tx)
+                .execute(&mut *tx)
                 .await?;
             }
             NotificationEvent::NotificationHeld {
@@ -100,35 +100,42 @@ impl Projection for NotificationsProjection {
                 .bind(held_at)
                 .bind(at)
                 .bind(channel.kind().as_str())
-                .execute(tx)
+                .execute(&mut *tx)
                 .await?;
             }
             NotificationEvent::FoldedIntoDigest { digest_id, .. } => {
                 update("UPDATE notifications SET status = 'digested', reason = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(format!("digest {digest_id}"))
-                    .execute(tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::AttemptStarted { attempt, .. } => {
                 update("UPDATE notifications SET status = 'sending', attempts = $3, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-                    .execute(tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::Delivered {
                 provider_message_id,
+                delivered_at,
                 ..
             } => {
-                update("UPDATE notifications SET status = 'delivered', provider_message_id = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
+                // Latency as the subscriber sees it: from the planner's decision to the provider's acceptance,
+                // retries and rate-limit waits included.
+                update("UPDATE notifications SET status = 'delivered', provider_message_id = $3, next_attempt_at = NULL,
+                               updated_at = $2, delivered_at = $4,
+                               latency_ms = GREATEST(0, (EXTRACT(EPOCH FROM ($4 - planned_at)) * 1000)::bigint)
+                         WHERE notification_id::text = $1")
                     .bind(provider_message_id)
-                    .execute(tx)
+                    .bind(delivered_at)
+                    .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::AttemptInterrupted { retry_at, .. } => {
                 update("UPDATE notifications SET status = 'retrying', last_error = $3, next_attempt_at = $4, updated_at = $2 WHERE notification_id::text = $1")
                     .bind("interrupted: the outcome of the attempt is unknown")
                     .bind(retry_at)
-                    .execute(tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::AttemptFailed {
@@ -137,28 +144,29 @@ impl Projection for NotificationsProjection {
                 update("UPDATE notifications SET status = 'retrying', last_error = $3, next_attempt_at = $4, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(failure.description)
                     .bind(retry_at)
-                    .execute(tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::NotificationRedriven { redriven_at, .. } => {
                 update("UPDATE notifications SET status = 'redriven', reason = NULL, next_attempt_at = $3, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(redriven_at)
-                    .execute(tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::DeadLetterDiscarded { reason, .. } => {
                 update("UPDATE notifications SET status = 'discarded', reason = $3, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(reason)
-                    .execute(tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::DeadLettered { reason, .. } => {
                 update("UPDATE notifications SET status = 'dead_lettered', reason = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
                     .bind(reason)
-                    .execute(tx)
+                    .execute(&mut *tx)
                     .await?;
             }
         }
+        crate::changes::notify(tx, "notifications", None).await?;
         Ok(())
     }
 }

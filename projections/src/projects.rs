@@ -47,9 +47,11 @@ impl Projection for ProjectsProjection {
             .bind(verdict.completed_at)
             .bind(verdict.outcome.as_str())
             .bind(verdict.transition.as_str())
-            .execute(tx)
+            .execute(&mut *tx)
             .await?;
-            return Ok(());
+            return crate::changes::notify(tx, "projects", Some(run.project_id))
+                .await
+                .map_err(Into::into);
         }
         match decode::<ProjectEvent>(event)? {
             ProjectEvent::ProjectCreated {
@@ -68,7 +70,7 @@ impl Projection for ProjectsProjection {
                 .bind(secret_version)
                 .bind(created_at)
                 .bind(at)
-                .execute(tx)
+                .execute(&mut *tx)
                 .await?;
             }
             ProjectEvent::ProjectRenamed { name, .. } => {
@@ -78,7 +80,7 @@ impl Projection for ProjectsProjection {
                 .bind(&event.aggregate_id)
                 .bind(name.as_str())
                 .bind(at)
-                .execute(tx)
+                .execute(&mut *tx)
                 .await?;
             }
             ProjectEvent::WebhookSecretRotated { secret_version, .. } => {
@@ -88,18 +90,20 @@ impl Projection for ProjectsProjection {
                 .bind(&event.aggregate_id)
                 .bind(secret_version)
                 .bind(at)
-                .execute(tx)
+                .execute(&mut *tx)
                 .await?;
             }
             ProjectEvent::ProjectArchived { .. } => {
                 sqlx::query("UPDATE projects SET archived = true, updated_at = $2 WHERE project_id::text = $1")
                     .bind(&event.aggregate_id)
                     .bind(at)
-                    .execute(tx)
+                    .execute(&mut *tx)
                     .await?;
             }
-            ProjectEvent::WebhookPinged { .. } => {}
+            ProjectEvent::WebhookPinged { .. } => return Ok(()),
         }
+        let project = event.aggregate_id.parse().ok();
+        crate::changes::notify(tx, "projects", project).await?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod analytics;
 mod audit;
 mod auth;
 mod backup;
