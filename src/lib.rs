@@ -426,6 +426,7 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         .with_jwt(settings.jwt.clone())
         .with_limits(&settings.limits)
         .with_http(settings.http.clone())
+        .with_shutdown(shutdown.clone())
         .with_metrics(metrics.clone());
         if let Some(workers::bot::BotMode::Webhook { secret, .. }) = &settings.bot {
             state = state.with_telegram_webhook(secret.clone());

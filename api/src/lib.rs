@@ -86,6 +86,9 @@ pub struct AppState {
     pub bot_username: Option<String>,
     /// Analytics answers, and the change signal the live streams wait on.
     pub read_cache: read_cache::ReadCache,
+    /// Cancelled when the process shuts down: live streams end then, so the server's graceful shutdown does
+    /// not wait on connections that never finish by themselves.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Reads the circuit breakers of delivery workers in this process.
@@ -151,6 +154,7 @@ impl AppState {
             mailer: None,
             bot_username: None,
             read_cache: read_cache::ReadCache::new(&read_cache::CacheSettings::default()),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -165,6 +169,12 @@ impl AppState {
         let username = username.into();
         let username = username.trim().trim_start_matches('@');
         self.bot_username = (!username.is_empty()).then(|| username.to_owned());
+        self
+    }
+
+    /// End live streams when `token` is cancelled.
+    pub fn with_shutdown(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.shutdown = token;
         self
     }
 

@@ -102,12 +102,16 @@ struct Cursor {
     projects: Vec<Uuid>,
     after: i64,
     changes: watch::Receiver<u64>,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Cursor {
-    /// The next entries, waiting until there are some.
-    async fn next_page(&mut self) -> Vec<FeedEntry> {
+    /// The next entries, waiting until there are some; `None` once the process shuts down.
+    async fn next_page(&mut self) -> Option<Vec<FeedEntry>> {
         loop {
+            if self.shutdown.is_cancelled() {
+                return None;
+            }
             // Mark the current signal seen before reading, so a notice that lands during the read wakes us.
             self.changes.borrow_and_update();
             match live_feed::entries_after(&self.pool, self.after, &self.projects, PAGE).await {
@@ -115,12 +119,15 @@ impl Cursor {
                     if let Some(last) = entries.last() {
                         self.after = last.feed_seq;
                     }
-                    return entries;
+                    return Some(entries);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reading the live feed failed; retrying"),
             }
-            let _ = tokio::time::timeout(POLL, self.changes.changed()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(POLL, self.changes.changed()) => {}
+                _ = self.shutdown.cancelled() => return None,
+            }
         }
     }
 }
@@ -147,7 +154,7 @@ async fn sse(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let cursor = open(&state, &params, &headers).await?;
     let events = futures::stream::unfold(cursor, |mut cursor| async move {
-        let page = cursor.next_page().await;
+        let page = cursor.next_page().await?;
         Some((page, cursor))
     })
     .flat_map(|page| {
@@ -175,6 +182,7 @@ async fn open(
         projects,
         after,
         changes,
+        shutdown: state.shutdown.clone(),
     })
 }
 
@@ -206,6 +214,10 @@ async fn serve_socket(socket: WebSocket, mut cursor: Cursor, heartbeat: Duration
     loop {
         tokio::select! {
             page = cursor.next_page() => {
+                let Some(page) = page else {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return;
+                };
                 for entry in page {
                     let text = serde_json::json!({
                         "id": entry.feed_seq,

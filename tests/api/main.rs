@@ -2,6 +2,7 @@
 //! test script), fake Telegram over HTTP. Each test gets its own database, topic and consumer groups.
 
 mod helpers;
+mod live;
 
 mod analytics;
 mod audit;
