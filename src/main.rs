@@ -149,6 +149,19 @@ enum BenchScenario {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Dashboard reads under many concurrent clients with a million runs in the read model (beside `/health`),
+    /// uncached query times, and the projection lag under ingest.
+    Analytics {
+        #[arg(long, default_value_t = 1_000_000)]
+        builds: u64,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Seconds per endpoint, and of the ingest run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Rebuild all read models from N generated events, beside `COPY ... TO` of the same table.
     Rebuild {
         #[arg(long, default_value_t = 1_000_000)]
@@ -433,6 +446,24 @@ async fn run(cli: Cli, settings: herald::Settings) -> anyhow::Result<()> {
                     let result =
                         herald::ops::bench::rebuild(&settings.database_url, events).await?;
                     herald::ops::bench::print(&result);
+                    if let Some(path) = json {
+                        std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
+                    }
+                }
+                BenchScenario::Analytics {
+                    builds,
+                    clients,
+                    seconds,
+                    json,
+                } => {
+                    let result = herald::ops::bench_analytics::analytics(
+                        &settings.database_url,
+                        builds,
+                        clients.max(1),
+                        seconds.max(1),
+                    )
+                    .await?;
+                    herald::ops::bench_analytics::print(&result);
                     if let Some(path) = json {
                         std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
                     }

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod bench;
+pub mod bench_analytics;
 pub mod bench_ingest;
 pub mod dlq;
 pub mod healthcheck;

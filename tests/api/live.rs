@@ -138,11 +138,9 @@ async fn sse_follows_one_project_and_resumes_after_a_reconnect_without_gap_or_du
         assert_eq!(event["project_id"], watched.id.to_string(), "filtered");
     }
     // Heartbeats keep the connection alive while nothing happens.
-    let heartbeat = loop {
-        match stream.next(WAIT).await.expect("a heartbeat") {
-            Frame::Comment(text) => break text,
-            Frame::Event { data, .. } => panic!("no more events expected, got {data}"),
-        }
+    let heartbeat = match stream.next(WAIT).await.expect("a heartbeat") {
+        Frame::Comment(text) => text,
+        Frame::Event { data, .. } => panic!("no more events expected, got {data}"),
     };
     assert_eq!(heartbeat, "heartbeat");
     drop(stream);
