@@ -38,7 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 const BUILDS: &[&str] = &["build_runs", "projects"];
 const NOTIFICATIONS: &[&str] = &["notifications"];
-const OVERVIEW: &[&str] = &["build_runs", "projects", "notifications"];
+const OVERVIEW: &[&str] = &["build_runs", "projects", "notifications", "series_health"];
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())

@@ -108,7 +108,8 @@ pub struct ProjectOverview {
     pub duration_p95_secs: Option<f64>,
 }
 
-/// The overview, with "today" and "this week" read in `tz` at `now`.
+/// The overview, with "today" and "this week" read in `tz` at `now`. Which series fail comes from the
+/// `series_health` projection (one row per series); the week's figures from this week's runs.
 pub async fn overview(pool: &PgPool, tz: Tz, now: DateTime<Utc>) -> Result<Overview, sqlx::Error> {
     let today = local_date(tz, now);
     let today_from = local_midnight(tz, today);
@@ -128,22 +129,9 @@ pub async fn overview(pool: &PgPool, tz: Tz, now: DateTime<Utc>) -> Result<Overv
          running AS (
              SELECT project_id, count(*) AS running FROM build_runs
               WHERE status <> 'completed' AND updated_at >= $4 GROUP BY project_id),
-         latest AS (
-             SELECT DISTINCT ON (project_id, workflow, branch) project_id, workflow, branch, outcome
-               FROM build_runs
-              WHERE completed_at >= $3 AND outcome IN ('succeeded', 'failed', 'timed_out')
-              ORDER BY project_id, workflow, branch, completed_at DESC, build_run_id DESC),
          broken AS (
-             SELECT l.project_id, l.workflow || '@' || COALESCE(l.branch, '') AS series,
-                    (SELECT min(f.completed_at) FROM build_runs f
-                      WHERE f.project_id = l.project_id AND f.workflow = l.workflow
-                        AND f.branch IS NOT DISTINCT FROM l.branch AND f.{FAILED}
-                        AND f.completed_at > COALESCE(
-                            (SELECT max(s.completed_at) FROM build_runs s
-                              WHERE s.project_id = l.project_id AND s.workflow = l.workflow
-                                AND s.branch IS NOT DISTINCT FROM l.branch AND s.outcome = 'succeeded'),
-                            '-infinity')) AS since
-               FROM latest l WHERE l.{FAILED})
+             SELECT project_id, workflow || '@' || branch AS series, failing_since AS since
+               FROM series_health WHERE failing_since IS NOT NULL AND last_completed_at >= $3)
          SELECT p.project_id, p.name,
                 CASE WHEN EXISTS (SELECT 1 FROM broken b WHERE b.project_id = p.project_id) THEN 'red'
                      WHEN COALESCE(r.running, 0) > 0 THEN 'running'

@@ -16,6 +16,7 @@ mod notifications;
 mod projects;
 pub mod queries;
 pub mod rebuild;
+mod series_health;
 pub mod status;
 mod subscribers;
 mod subscriptions;
@@ -29,6 +30,7 @@ pub use builds::BuildRunsProjection;
 pub use live_feed::LiveFeedProjection;
 pub use notifications::NotificationsProjection;
 pub use projects::ProjectsProjection;
+pub use series_health::SeriesHealthProjection;
 pub use subscribers::{ContactsProjection, SubscribersProjection};
 pub use subscriptions::SubscriptionsProjection;
 pub use templates::{TemplateVersionsProjection, TemplatesProjection};
@@ -211,11 +213,12 @@ fn every_projection() -> Vec<Box<dyn Projection>> {
         Box::new(TemplatesProjection),
         Box::new(TemplateVersionsProjection),
         Box::new(LiveFeedProjection),
+        Box::new(SeriesHealthProjection),
     ]
 }
 
 /// The names of every projection (each owns the table of the same name).
-pub const PROJECTIONS: [&str; 9] = [
+pub const PROJECTIONS: [&str; 10] = [
     "projects",
     "build_runs",
     "subscribers",
@@ -225,4 +228,5 @@ pub const PROJECTIONS: [&str; 9] = [
     "templates",
     "template_versions",
     "live_feed",
+    "series_health",
 ];

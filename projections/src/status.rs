@@ -37,7 +37,7 @@ pub struct DatabaseStatus {
 fn reads(projection: &str) -> &'static [&'static str] {
     match projection {
         "projects" => &["Project", "BuildRun"],
-        "build_runs" | "live_feed" => &["BuildRun"],
+        "build_runs" | "live_feed" | "series_health" => &["BuildRun"],
         "subscriptions" => &["Subscription"],
         "subscribers" | "contacts" => &["Subscriber"],
         "notifications" => &["Notification"],

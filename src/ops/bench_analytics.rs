@@ -104,7 +104,7 @@ async fn seed(pool: &sqlx::PgPool, builds: u64) -> anyhow::Result<()> {
                                                            'failed_steps', CASE WHEN outcome = 'failed'
                                                                THEN jsonb_build_array('test') ELSE '[]' END)),
                 t, t
-           FROM (SELECT i, now() - make_interval(secs => i * $3) AS t, 60 + (i * 7919 % 900) AS d,
+           FROM (SELECT i, now() - make_interval(secs => i * $3) AS t, 60 + (i::bigint * 7919 % 900) AS d,
                         CASE WHEN i % 100 < 80 THEN 'succeeded' WHEN i % 100 < 92 THEN 'failed'
                              ELSE 'cancelled' END AS outcome
                    FROM generate_series(1, $1) i) s",
@@ -112,6 +112,30 @@ async fn seed(pool: &sqlx::PgPool, builds: u64) -> anyhow::Result<()> {
     .bind(builds as i64)
     .bind(PROJECTS as i64)
     .bind(spacing)
+    .execute(pool)
+    .await?;
+    // What the `series_health` projection would hold after these runs: per series, the newest judged run and
+    // the first failure of its current streak.
+    sqlx::query(
+        "WITH series AS (
+             SELECT project_id, workflow, COALESCE(branch, '') AS branch, max(completed_at) AS last_at,
+                    max(completed_at) FILTER (WHERE outcome = 'succeeded') AS last_ok
+               FROM build_runs WHERE outcome IN ('succeeded', 'failed', 'timed_out')
+              GROUP BY 1, 2, 3),
+         failing AS (
+             SELECT b.project_id, b.workflow, COALESCE(b.branch, '') AS branch, min(b.completed_at) AS since
+               FROM build_runs b
+               JOIN series s ON s.project_id = b.project_id AND s.workflow = b.workflow
+                            AND s.branch = COALESCE(b.branch, '')
+              WHERE b.outcome IN ('failed', 'timed_out') AND b.completed_at > COALESCE(s.last_ok, '-infinity')
+              GROUP BY 1, 2, 3)
+         INSERT INTO series_health (project_id, workflow, branch, last_completed_at, last_outcome,
+                                    last_build_run_id, failing_since)
+         SELECT s.project_id, s.workflow, s.branch, s.last_at,
+                CASE WHEN f.since IS NULL THEN 'succeeded' ELSE 'failed' END, '', f.since
+           FROM series s LEFT JOIN failing f USING (project_id, workflow, branch)",
+
+    )
     .execute(pool)
     .await?;
     sqlx::query("ANALYZE build_runs").execute(pool).await?;
