@@ -171,9 +171,10 @@ struct ProjectStatistics {
     series: Vec<analytics::SeriesStatistics>,
 }
 
-/// The 404 of a project the read models do not know.
-async fn known_project(state: &AppState, project: Uuid) -> Result<(), ApiError> {
-    projections::queries::project(&state.pool, project)
+/// The 404 of a project the read models do not know (checked on a cache miss: a cached answer was about a
+/// project that existed).
+async fn known_project(pool: &sqlx::PgPool, project: Uuid) -> Result<(), ApiError> {
+    projections::queries::project(pool, project)
         .await
         .map_err(internal)?
         .map(|_| ())
@@ -202,7 +203,6 @@ async fn statistics(
         tz,
         Duration::days(30),
     )?;
-    known_project(&state, project).await?;
     let key = CacheKey {
         project: Some(project),
         reads: BUILDS,
@@ -212,6 +212,7 @@ async fn statistics(
     let bytes = state
         .read_cache
         .get_or_compute(&state.pool, key, async move {
+            known_project(&pool, project).await?;
             let series = analytics::statistics(&pool, project, range)
                 .await
                 .map_err(internal)?;
@@ -309,7 +310,6 @@ async fn timeseries(
     if analytics::bucket_starts(&query).is_none() {
         return Err(ApiError::Invalid(SeriesError::TooManyBuckets.to_string()));
     }
-    known_project(&state, project).await?;
     let key = CacheKey {
         project: Some(project),
         reads: BUILDS,
@@ -327,6 +327,7 @@ async fn timeseries(
     let bytes = state
         .read_cache
         .get_or_compute(&state.pool, key, async move {
+            known_project(&pool, project).await?;
             let buckets = analytics::time_series(&pool, &query)
                 .await
                 .map_err(|e| match e {
@@ -429,9 +430,6 @@ async fn build_analytics(
         tz,
         Duration::days(30),
     )?;
-    if let Some(project) = params.project {
-        known_project(&state, project).await?;
-    }
     let key = CacheKey {
         project: params.project,
         reads: BUILDS,
@@ -451,6 +449,9 @@ async fn build_analytics(
     let bytes = state
         .read_cache
         .get_or_compute(&state.pool, key, async move {
+            if let Some(project) = query.project_id {
+                known_project(&pool, project).await?;
+            }
             to_json(
                 &analytics::build_analytics(&pool, &query)
                     .await

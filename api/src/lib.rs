@@ -174,6 +174,7 @@ impl AppState {
 
     /// End live streams when `token` is cancelled.
     pub fn with_shutdown(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.read_cache = self.read_cache.with_shutdown(token.clone());
         self.shutdown = token;
         self
     }
@@ -209,7 +210,8 @@ impl AppState {
         self.read_cache = read_cache::ReadCache::new(&read_cache::CacheSettings {
             ttl: http.cache_ttl,
             ..read_cache::CacheSettings::default()
-        });
+        })
+        .with_shutdown(self.shutdown.clone());
         self.http = http;
         self
     }

@@ -65,6 +65,8 @@ pub struct ReadCache {
     listening: Arc<OnceLock<()>>,
     /// A zero TTL turns caching off (every read goes to the database).
     enabled: bool,
+    /// Ends the listener task when the process shuts down.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl ReadCache {
@@ -78,7 +80,14 @@ impl ReadCache {
             feed: Arc::new(watch::channel(0).0),
             listening: Arc::new(OnceLock::new()),
             enabled: !settings.ttl.is_zero(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Stop listening when `token` is cancelled.
+    pub fn with_shutdown(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.shutdown = token;
+        self
     }
 
     /// The cached answer for `key`, or the one `compute` gives (computed once for concurrent callers).
@@ -135,7 +144,13 @@ impl ReadCache {
         }
         let cache = self.clone();
         let pool = pool.clone();
-        tokio::spawn(async move { cache.run_listener(pool).await });
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cache.run_listener(pool) => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
     }
 
     async fn run_listener(self, pool: PgPool) {

@@ -152,6 +152,13 @@ async fn load(
     clients: usize,
     duration: Duration,
 ) -> Load {
+    // Warm-up, not measured: every client's connection opened and the key verified once, as on a running server.
+    let warm: Vec<_> = (0..clients)
+        .map(|i| http.get(format!("{base}{}", path(i as u64))).send())
+        .collect();
+    for response in futures::future::join_all(warm).await.into_iter().flatten() {
+        let _ = response.bytes().await;
+    }
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();

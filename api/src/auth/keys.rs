@@ -180,15 +180,29 @@ impl ApiKeys {
         }
         metrics::counter!("herald_cache_requests_total", "cache" => "api_keys", "result" => "miss")
             .increment(1);
+        // Concurrent first requests with the same key wait on one verification instead of each running argon2.
+        self.verified
+            .try_get_with(digest, self.verify_uncached(key.to_owned()))
+            .await
+            .map_err(|e: std::sync::Arc<AuthError>| match e.as_ref() {
+                AuthError::Invalid => AuthError::Invalid,
+                AuthError::Revoked => AuthError::Revoked,
+                AuthError::Expired => AuthError::Expired,
+                AuthError::JwtDisabled => AuthError::JwtDisabled,
+                AuthError::Store(e) => AuthError::Store(sqlx::Error::Protocol(e.to_string())),
+            })
+    }
+
+    async fn verify_uncached(&self, key: String) -> Result<Principal, AuthError> {
         let prefix = key
             .strip_prefix(SCHEME)
             .and_then(|rest| rest.split_once('_'))
-            .map(|(prefix, _)| prefix)
+            .map(|(prefix, _)| prefix.to_owned())
             .ok_or(AuthError::Invalid)?;
         let row: Option<StoredKey> = sqlx::query_as(
             "SELECT hash, role, projects, expires_at, revoked_at FROM api_keys WHERE prefix = $1",
         )
-        .bind(prefix)
+        .bind(&prefix)
         .fetch_optional(&self.pool)
         .await?;
         let Some(StoredKey {
@@ -201,10 +215,19 @@ impl ApiKeys {
         else {
             return Err(AuthError::Invalid);
         };
-        let parsed = PasswordHash::new(&hash).map_err(|_| AuthError::Invalid)?;
-        Argon2::default()
-            .verify_password(key.as_bytes(), &parsed)
-            .map_err(|_| AuthError::Invalid)?;
+        // argon2 takes tens of milliseconds of CPU by design: off the async workers.
+        let matches = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                Argon2::default()
+                    .verify_password(key.as_bytes(), &parsed)
+                    .is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if !matches {
+            return Err(AuthError::Invalid);
+        }
         if revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
@@ -218,10 +241,9 @@ impl ApiKeys {
             projects,
         };
         sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE prefix = $1")
-            .bind(prefix)
+            .bind(&prefix)
             .execute(&self.pool)
             .await?;
-        self.verified.insert(digest, principal.clone()).await;
         Ok(principal)
     }
 }
