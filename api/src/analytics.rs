@@ -99,6 +99,17 @@ fn resolve_range(
     Ok(Range { from, to })
 }
 
+/// The request's time zone and range, the range defaulting to `window` before now.
+fn zone_and_range(
+    tz: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+    window: Duration,
+) -> Result<(Tz, Range), ApiError> {
+    let tz = parse_tz(tz)?;
+    Ok((tz, resolve_range(from, to, tz, window)?))
+}
+
 /// Time parameters shared by the analytics routes.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -196,11 +207,10 @@ async fn statistics(
     PathId(project): PathId,
     Query(params): Query<TimeParams>,
 ) -> Result<Response, ApiError> {
-    let tz = parse_tz(params.tz.as_deref())?;
-    let range = resolve_range(
+    let (_, range) = zone_and_range(
+        params.tz.as_deref(),
         params.from.as_deref(),
         params.to.as_deref(),
-        tz,
         Duration::days(30),
     )?;
     let key = CacheKey {
@@ -423,11 +433,10 @@ async fn build_analytics(
     State(state): State<AppState>,
     Query(params): Query<AnalyticsParams>,
 ) -> Result<Response, ApiError> {
-    let tz = parse_tz(params.tz.as_deref())?;
-    let range = resolve_range(
+    let (tz, range) = zone_and_range(
+        params.tz.as_deref(),
         params.from.as_deref(),
         params.to.as_deref(),
-        tz,
         Duration::days(30),
     )?;
     let key = CacheKey {
@@ -488,14 +497,6 @@ struct BuildParams {
 impl BuildParams {
     fn filter(&self) -> Result<BuildFilter, ApiError> {
         const STATUSES: [&str; 3] = ["queued", "started", "completed"];
-        const OUTCOMES: [&str; 6] = [
-            "succeeded",
-            "failed",
-            "cancelled",
-            "skipped",
-            "timed_out",
-            "action_required",
-        ];
         let one_of = |name: &str, value: &Option<String>, allowed: &[&str]| match value {
             Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::Invalid(format!(
                 "{name}: {v:?} is not one of {}",
@@ -512,7 +513,20 @@ impl BuildParams {
             project_id: self.project,
             branch: self.branch.clone(),
             status: one_of("status", &self.status, &STATUSES)?,
-            outcome: one_of("outcome", &self.outcome, &OUTCOMES)?,
+            outcome: match &self.outcome {
+                Some(raw) => Some(
+                    raw.parse::<domain::Outcome>()
+                        .map_err(|_| {
+                            ApiError::Invalid(format!(
+                                "outcome: {raw:?} is not one of succeeded, failed, cancelled, skipped, \
+                                 timed_out, action_required"
+                            ))
+                        })?
+                        .as_str()
+                        .to_owned(),
+                ),
+                None => None,
+            },
             from: instant("from", &self.from, false)?,
             to: instant("to", &self.to, true)?,
         };
@@ -739,11 +753,10 @@ async fn notification_metrics(
     State(state): State<AppState>,
     Query(params): Query<TimeParams>,
 ) -> Result<Response, ApiError> {
-    let tz = parse_tz(params.tz.as_deref())?;
-    let range = resolve_range(
+    let (_, range) = zone_and_range(
+        params.tz.as_deref(),
         params.from.as_deref(),
         params.to.as_deref(),
-        tz,
         Duration::days(7),
     )?;
     let key = CacheKey {
