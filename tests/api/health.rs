@@ -30,3 +30,27 @@ async fn the_rebuild_benchmark_reports_figures_beside_its_baseline() {
     );
     herald::ops::bench::print(&result);
 }
+
+#[tokio::test]
+async fn the_analytics_benchmark_reports_figures_beside_its_baseline() {
+    let result = herald::ops::bench_analytics::analytics(&admin_url(), 3_000, 20, 1)
+        .await
+        .unwrap();
+    assert_eq!(result.builds, 3_000);
+    let endpoints: Vec<&str> = result.loads.iter().map(|l| l.endpoint.as_str()).collect();
+    assert_eq!(endpoints, ["/health (baseline)", "overview", "statistics"]);
+    for load in &result.loads {
+        assert!(load.requests > 0 && load.errors == 0, "{load:?}");
+        assert!(load.p99_ms >= load.p50_ms, "{load:?}");
+    }
+    let health = result.loads[0].p99_ms;
+    for load in &result.loads[1..] {
+        let ratio = result.p99_ratio_to_health[&load.endpoint];
+        assert!((ratio - load.p99_ms / health).abs() < 1e-9);
+    }
+    assert_eq!(result.uncached.len(), 3);
+    // 100 webhooks a second for one second, every one seen in the read model.
+    assert_eq!(result.lag_samples, 100);
+    assert!(result.lag_p99_ms >= result.lag_p50_ms && result.lag_p50_ms >= 0.0);
+    herald::ops::bench_analytics::print(&result);
+}
