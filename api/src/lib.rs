@@ -243,11 +243,7 @@ impl AppState {
                 }
             })
             .await
-            .map_err(|e: Arc<ApiError>| match e.as_ref() {
-                ApiError::NotFound(what) => ApiError::NotFound(what),
-                ApiError::Invalid(why) => ApiError::Invalid(why.clone()),
-                other => ApiError::Internal(other.to_string()),
-            })
+            .map_err(|e: Arc<ApiError>| (*e).clone())
     }
 }
 

@@ -573,6 +573,20 @@ pub struct FlakyWorkflow {
     pub last_seen: DateTime<Utc>,
 }
 
+/// A query over the runs of an [`AnalyticsQuery`]: its range and project bound as `$1`, `$2` and `$3`.
+fn scoped<'q, O>(
+    sql: &'q str,
+    query: &AnalyticsQuery,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+where
+    O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    sqlx::query_as(sql)
+        .bind(query.range.from)
+        .bind(query.range.to)
+        .bind(query.project_id)
+}
+
 pub async fn build_analytics(
     pool: &PgPool,
     query: &AnalyticsQuery,
@@ -580,12 +594,10 @@ pub async fn build_analytics(
     // Every query below reads the same runs: completed in the range, of the project when one is given.
     let runs = "SELECT * FROM build_runs
                  WHERE completed_at >= $1 AND completed_at < $2 AND ($3::uuid IS NULL OR project_id = $3)";
-    let (total, failed): (i64, i64) = sqlx::query_as(&format!(
-        "SELECT count(*), count(*) FILTER (WHERE {FAILED}) FROM ({runs}) r"
-    ))
-    .bind(query.range.from)
-    .bind(query.range.to)
-    .bind(query.project_id)
+    let (total, failed): (i64, i64) = scoped(
+        &format!("SELECT count(*), count(*) FILTER (WHERE {FAILED}) FROM ({runs}) r"),
+        query,
+    )
     .fetch_one(pool)
     .await?;
     let jobs = format!(
@@ -594,38 +606,35 @@ pub async fn build_analytics(
            FROM ({runs}) r CROSS JOIN LATERAL jsonb_each(r.jobs) j
           WHERE j.value->>'outcome' IS NOT NULL"
     );
-    let failing_jobs: Vec<FailingJob> = sqlx::query_as(&format!(
-        "SELECT workflow, job, count(*) AS runs,
+    let failing_jobs: Vec<FailingJob> = scoped(
+        &format!(
+            "SELECT workflow, job, count(*) AS runs,
                 count(*) FILTER (WHERE outcome IN ('failed', 'timed_out')) AS failures
            FROM ({jobs}) j GROUP BY workflow, job
          HAVING count(*) FILTER (WHERE outcome IN ('failed', 'timed_out')) > 0
           ORDER BY failures DESC, workflow, job LIMIT {TOP}"
-    ))
-    .bind(query.range.from)
-    .bind(query.range.to)
-    .bind(query.project_id)
+        ),
+        query,
+    )
     .fetch_all(pool)
     .await?;
-    let failing_steps: Vec<FailingStep> = sqlx::query_as(&format!(
+    let failing_steps: Vec<FailingStep> = scoped(&format!(
         "SELECT workflow, job, step, count(*) AS failures
            FROM ({jobs}) j CROSS JOIN LATERAL jsonb_array_elements_text(
                     CASE WHEN jsonb_typeof(j.failed_steps) = 'array' THEN j.failed_steps ELSE '[]' END) step
           WHERE outcome IN ('failed', 'timed_out')
           GROUP BY workflow, job, step ORDER BY failures DESC, workflow, job, step LIMIT {TOP}"
-    ))
-    .bind(query.range.from)
-    .bind(query.range.to)
-    .bind(query.project_id)
+    ), query)
     .fetch_all(pool)
     .await?;
-    let hours: Vec<Breakdown> = sqlx::query_as(&format!(
+    let hours: Vec<Breakdown> = scoped(
+        &format!(
         "SELECT EXTRACT(HOUR FROM completed_at AT TIME ZONE $4)::int::text AS key, count(*) AS runs,
                 count(*) FILTER (WHERE {FAILED}) AS failures
            FROM ({runs}) r GROUP BY 1"
-    ))
-    .bind(query.range.from)
-    .bind(query.range.to)
-    .bind(query.project_id)
+    ),
+        query,
+    )
     .bind(query.tz.name())
     .fetch_all(pool)
     .await?;
@@ -650,21 +659,11 @@ pub async fn build_analytics(
               ORDER BY failures DESC, key LIMIT {TOP}"
         )
     };
-    let by_author: Vec<Breakdown> = sqlx::query_as(&breakdown("author"))
-        .bind(query.range.from)
-        .bind(query.range.to)
-        .bind(query.project_id)
-        .fetch_all(pool)
-        .await?;
-    let by_branch: Vec<Breakdown> = sqlx::query_as(&breakdown("branch"))
-        .bind(query.range.from)
-        .bind(query.range.to)
-        .bind(query.project_id)
-        .fetch_all(pool)
-        .await?;
+    let by_author: Vec<Breakdown> = scoped(&breakdown("author"), query).fetch_all(pool).await?;
+    let by_branch: Vec<Breakdown> = scoped(&breakdown("branch"), query).fetch_all(pool).await?;
     // Flaky: on one commit, a failure completed before a success. Nothing about the code changed between the
     // two, so the failure said nothing about the code.
-    let flaky_jobs: Vec<FlakyJob> = sqlx::query_as(&format!(
+    let flaky_jobs: Vec<FlakyJob> = scoped(&format!(
         "WITH per_commit AS (
              SELECT workflow, job, commit_sha,
                     min(completed_at) FILTER (WHERE outcome IN ('failed', 'timed_out')) AS first_failure,
@@ -673,13 +672,10 @@ pub async fn build_analytics(
          SELECT workflow, job, count(*) AS commits, max(last_success) AS last_seen
            FROM per_commit WHERE first_failure < last_success
           GROUP BY workflow, job ORDER BY commits DESC, workflow, job LIMIT {TOP}"
-    ))
-    .bind(query.range.from)
-    .bind(query.range.to)
-    .bind(query.project_id)
+    ), query)
     .fetch_all(pool)
     .await?;
-    let flaky_workflows: Vec<FlakyWorkflow> = sqlx::query_as(&format!(
+    let flaky_workflows: Vec<FlakyWorkflow> = scoped(&format!(
         "WITH per_commit AS (
              SELECT project_id, workflow, commit_sha,
                     min(completed_at) FILTER (WHERE {FAILED}) AS first_failure,
@@ -688,10 +684,7 @@ pub async fn build_analytics(
          SELECT project_id, workflow, count(*) AS commits, max(last_success) AS last_seen
            FROM per_commit WHERE first_failure < last_success
           GROUP BY project_id, workflow ORDER BY commits DESC, workflow, project_id LIMIT {TOP}"
-    ))
-    .bind(query.range.from)
-    .bind(query.range.to)
-    .bind(query.project_id)
+    ), query)
     .fetch_all(pool)
     .await?;
     Ok(BuildAnalytics {
