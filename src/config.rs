@@ -119,6 +119,10 @@ pub struct Config {
     /// Analytics answers are cached at most this long, in seconds (changes drop them sooner); 0 turns the
     /// cache off.
     pub read_cache_ttl_secs: u64,
+    /// How long a dashboard login lasts, in hours.
+    pub session_ttl_hours: u64,
+    /// Serve the dashboard from this directory instead of the copy built into the binary (front-end work).
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -182,6 +186,8 @@ impl Default for Config {
             cors_origins: Vec::new(),
             stream_heartbeat_secs: 15,
             read_cache_ttl_secs: 10,
+            session_ttl_hours: 12,
+            ui_dir: None,
         }
     }
 }
@@ -489,6 +495,19 @@ impl Config {
         for origin in &self.cors_origins {
             check_url("HERALD_CORS_ORIGINS", origin)?;
         }
+        if !(1..=24 * 90).contains(&self.session_ttl_hours) {
+            return Err(invalid(
+                "HERALD_SESSION_TTL_HOURS must be between 1 and 2160 (90 days)",
+            ));
+        }
+        if let Some(dir) = &self.ui_dir {
+            if !dir.join("index.html").is_file() {
+                return Err(invalid(format!(
+                    "HERALD_UI_DIR {} has no index.html",
+                    dir.display()
+                )));
+            }
+        }
         Ok(Settings {
             database_url: self.database_url.clone(),
             pool: PoolSettings {
@@ -543,6 +562,8 @@ impl Config {
                 cors_origins: self.cors_origins.clone(),
                 heartbeat: Duration::from_secs(self.stream_heartbeat_secs),
                 cache_ttl: Duration::from_secs(self.read_cache_ttl_secs),
+                session_ttl: Duration::from_secs(self.session_ttl_hours * 3600),
+                ui_dir: self.ui_dir.clone(),
             },
         })
     }

@@ -183,6 +183,10 @@ enum KeysAction {
         /// Producers: the projects they may post webhooks for.
         #[arg(long, value_delimiter = ',')]
         projects: Vec<uuid::Uuid>,
+        /// The subscriber the key stands for: its holder manages that subscriber's own subscriptions and
+        /// preferences (`/api/v1/me`, the dashboard's subscriptions page).
+        #[arg(long)]
+        subscriber: Option<uuid::Uuid>,
         #[arg(long)]
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     },
@@ -301,9 +305,18 @@ async fn run(cli: Cli, settings: herald::Settings) -> anyhow::Result<()> {
                     name,
                     role,
                     projects,
+                    subscriber,
                     expires_at,
                 } => {
-                    let key = keys.create(&name, role, &projects, expires_at).await?;
+                    let key = keys
+                        .create(&api::auth::keys::KeySpec {
+                            name: &name,
+                            role,
+                            projects: &projects,
+                            subscriber_id: subscriber,
+                            expires_at,
+                        })
+                        .await?;
                     eprintln!(
                         "Store this key now: Herald keeps only its hash and cannot show it again."
                     );

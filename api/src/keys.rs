@@ -13,7 +13,7 @@ use uuid::Uuid;
 use commands::CommandError;
 use domain::ProjectError;
 
-use crate::auth::keys::{KeyError, KeyInfo, NewKey};
+use crate::auth::keys::{KeyError, KeyInfo, KeySpec, NewKey};
 use crate::auth::Role;
 use crate::extract::{Json, PathId};
 use crate::{ApiError, AppState};
@@ -33,6 +33,9 @@ pub struct CreateKey {
     /// Producer keys only: the projects whose webhooks the key may post.
     #[serde(default)]
     projects: Vec<Uuid>,
+    /// The subscriber the key stands for: its holder manages that subscriber's own subscriptions and
+    /// preferences under `/api/v1/me` (and in the dashboard).
+    subscriber_id: Option<Uuid>,
     expires_at: Option<DateTime<Utc>>,
 }
 
@@ -57,7 +60,7 @@ async fn list(State(state): State<AppState>) -> Result<impl IntoResponse, ApiErr
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", operation_id = "create_key", request_body = CreateKey,
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 201, description = "the key, shown this once", body = NewKey),
-        (status = 422, description = "invalid name, role or projects")))]
+        (status = 422, description = "invalid name, role, projects or subscriber")))]
 async fn create(
     State(state): State<AppState>,
     Json(input): Json<CreateKey>,
@@ -76,7 +79,13 @@ async fn create(
     let key = state
         .auth
         .keys
-        .create(&input.name, input.role, &input.projects, input.expires_at)
+        .create(&KeySpec {
+            name: &input.name,
+            role: input.role,
+            projects: &input.projects,
+            subscriber_id: input.subscriber_id,
+            expires_at: input.expires_at,
+        })
         .await?;
     Ok((StatusCode::CREATED, axum::Json(key)))
 }

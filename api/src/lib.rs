@@ -5,6 +5,7 @@
 mod analytics;
 mod audit;
 pub mod auth;
+mod dashboard;
 mod deprecation;
 mod dlq;
 mod email_events;
@@ -15,10 +16,12 @@ mod health;
 mod keys;
 pub mod limits;
 mod live;
+mod me;
 mod openapi;
 mod operations;
 mod projects;
 pub mod read_cache;
+mod session;
 mod status;
 mod subscribers;
 mod subscriptions;
@@ -112,6 +115,10 @@ pub struct HttpSettings {
     pub heartbeat: std::time::Duration,
     /// The longest an analytics answer is cached without a change notice (zero: not cached).
     pub cache_ttl: std::time::Duration,
+    /// How long a dashboard login lasts.
+    pub session_ttl: std::time::Duration,
+    /// Serve the dashboard's files from this directory instead of the embedded copy (front-end work).
+    pub ui_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpSettings {
@@ -121,6 +128,8 @@ impl Default for HttpSettings {
             cors_origins: Vec::new(),
             heartbeat: std::time::Duration::from_secs(15),
             cache_ttl: std::time::Duration::from_secs(10),
+            session_ttl: std::time::Duration::from_secs(12 * 3600),
+            ui_dir: None,
         }
     }
 }
@@ -278,6 +287,8 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(unsubscribe::router())
         .merge(analytics::router())
         .merge(live::router())
+        .merge(session::router())
+        .merge(me::router())
 }
 
 /// The API: every route behind the guard (authentication, the role policy, rate limits), every answer with a
@@ -289,6 +300,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.http.request_timeout;
     routes
         .merge(openapi::router(spec))
+        .merge(dashboard::router())
         .route_layer(axum::middleware::from_fn(etag::tag))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -57,6 +57,13 @@ pub fn base() -> OpenApi {
         "api_key",
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
     );
+    components.add_security_scheme(
+        "session",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            crate::auth::SESSION_COOKIE,
+            "The dashboard's session (POST /api/v1/session); changes need the `X-Herald-Csrf` header too",
+        ))),
+    );
     spec
 }
 

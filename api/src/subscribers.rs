@@ -105,7 +105,7 @@ struct SubscriberInput {
 /// A subscriber's preferences, replaced as a whole: what is left out is turned off.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PreferencesInput {
+pub(crate) struct PreferencesInput {
     /// An IANA time zone such as `Europe/Berlin`.
     time_zone: String,
     /// `en` or `de`.
@@ -216,7 +216,7 @@ struct DisableInput {
 
 /// A one-time code that links a Telegram chat to the subscriber: `/start <code>` in a chat with the bot.
 #[derive(Serialize, ToSchema)]
-struct LinkCode {
+pub(crate) struct LinkCode {
     code: String,
     expires_at: DateTime<Utc>,
     /// `https://t.me/<bot>?start=<code>`, when Herald knows its bot's username.
@@ -494,14 +494,19 @@ async fn show(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<impl IntoResponse, ApiError> {
+    subscriber_view(&state, id).await.map(axum::Json)
+}
+
+/// A subscriber as the API shows it: from the read model, or (registered a moment ago) from its events.
+pub(crate) async fn subscriber_view(
+    state: &AppState,
+    id: Uuid,
+) -> Result<SubscriberView, ApiError> {
     if let Some(view) = queries::subscriber(&state.pool, id).await? {
-        return Ok(axum::Json(view));
+        return Ok(view);
     }
-    // Registered a moment ago: answer from its events rather than 404.
     let subscriber = state.commands.subscriber(id).await?;
-    SubscriberView::from_aggregate(&subscriber, Utc::now())
-        .map(axum::Json)
-        .ok_or(ApiError::NotFound("subscriber"))
+    SubscriberView::from_aggregate(&subscriber, Utc::now()).ok_or(ApiError::NotFound("subscriber"))
 }
 
 /// Replace a subscriber's preferences. Operators and admins.
@@ -522,6 +527,17 @@ async fn change_preferences(
     PathId(id): PathId,
     Json(input): Json<PreferencesInput>,
 ) -> Result<impl IntoResponse, ApiError> {
+    replace_preferences(&state, id, &input)
+        .await
+        .map(axum::Json)
+}
+
+/// Check and record a subscriber's new preferences; the answer is what is now in force.
+pub(crate) async fn replace_preferences(
+    state: &AppState,
+    id: Uuid,
+    input: &PreferencesInput,
+) -> Result<PreferencesView, ApiError> {
     let preferences = preferences(
         Some(&input.time_zone),
         Some(&input.language),
@@ -533,7 +549,7 @@ async fn change_preferences(
         .commands
         .change_preferences(id, preferences.clone(), &metadata("change_preferences"))
         .await?;
-    Ok(axum::Json(PreferencesView::from(&preferences)))
+    Ok(PreferencesView::from(&preferences))
 }
 
 /// Mute a subscriber: until a time (`until`), for a while (`for_secs`), or with neither until unmuted.
@@ -842,6 +858,14 @@ async fn issue_link_code(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<impl IntoResponse, ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(link_code(&state, id).await?),
+    ))
+}
+
+/// A new one-time Telegram link code for a subscriber (the previous one stops working).
+pub(crate) async fn link_code(state: &AppState, id: Uuid) -> Result<LinkCode, ApiError> {
     let (code, expires_at) = state
         .commands
         .issue_link_code(id, &metadata("issue_link_code"))
@@ -850,14 +874,11 @@ async fn issue_link_code(
         .bot_username
         .as_deref()
         .map(|bot| format!("https://t.me/{bot}?start={code}"));
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(LinkCode {
-            code,
-            expires_at,
-            deep_link,
-        }),
-    ))
+    Ok(LinkCode {
+        code,
+        expires_at,
+        deep_link,
+    })
 }
 
 /// Follow the link from a verification email: the address is verified. Anyone (the link is the credential).

@@ -65,7 +65,9 @@ struct TargetInput {
 
 /// Split a body into its target and its filter, refusing unknown fields by name (serde cannot flatten a
 /// struct that denies unknown fields).
-fn parse_body(mut body: Map<String, Value>) -> Result<(SubscriptionTarget, FilterInput), ApiError> {
+pub(crate) fn parse_body(
+    mut body: Map<String, Value>,
+) -> Result<(SubscriptionTarget, FilterInput), ApiError> {
     let mut target = Map::new();
     for key in ["subscriber_id", "contact_id", "chat_id"] {
         if let Some(value) = body.remove(key) {
@@ -111,6 +113,15 @@ async fn create(
     Json(body): Json<Map<String, Value>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (target, filter) = parse_body(body)?;
+    subscribe(&state, target, filter).await
+}
+
+/// Subscribe `target` with `filter`: 201 with the subscription's URL and canonical form.
+pub(crate) async fn subscribe(
+    state: &AppState,
+    target: SubscriptionTarget,
+    filter: FilterInput,
+) -> Result<axum::response::Response, ApiError> {
     let filter = filter.parse()?;
     let subscription_id = state
         .commands
@@ -137,7 +148,8 @@ async fn create(
             chat_id,
             filter: FilterInput::from_filter(&filter),
         }),
-    ))
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -235,7 +235,13 @@ async fn run(
     settings.limits.webhooks = unlimited;
     settings.pool.max_connections = 32;
     let key = api::auth::keys::ApiKeys::new(pool.clone())
-        .create("bench", api::auth::Role::Reader, &[], None)
+        .create(&api::auth::keys::KeySpec {
+            name: "bench",
+            role: api::auth::Role::Reader,
+            projects: &[],
+            subscriber_id: None,
+            expires_at: None,
+        })
         .await?
         .key;
     let mut headers = reqwest::header::HeaderMap::new();

@@ -472,7 +472,13 @@ pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 /// A key with `role` on `pool`'s Herald (producers need `projects`).
 pub async fn create_key(pool: &PgPool, role: api::auth::Role, projects: &[Uuid]) -> String {
     api::auth::keys::ApiKeys::new(pool.clone())
-        .create(&format!("test {}", role.as_str()), role, projects, None)
+        .create(&api::auth::keys::KeySpec {
+            name: &format!("test {}", role.as_str()),
+            role,
+            projects,
+            subscriber_id: None,
+            expires_at: None,
+        })
         .await
         .expect("create key")
         .key

@@ -113,6 +113,7 @@ impl JwtKeys {
             } else {
                 Vec::new()
             },
+            subscriber: None,
         })
     }
 }

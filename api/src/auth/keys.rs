@@ -37,6 +37,8 @@ pub struct KeyInfo {
     #[schema(value_type = Role)]
     pub role: String,
     pub projects: Vec<Uuid>,
+    /// The subscriber this key stands for under `/api/v1/me`, if any.
+    pub subscriber_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -70,14 +72,16 @@ impl ApiKeys {
         }
     }
 
-    /// Create a key. Producers need at least one project; other roles take none.
-    pub async fn create(
-        &self,
-        name: &str,
-        role: Role,
-        projects: &[Uuid],
-        expires_at: Option<DateTime<Utc>>,
-    ) -> Result<NewKey, KeyError> {
+    /// Create a key. Producers need at least one project; other roles take none. A key may stand for one
+    /// subscriber (whose existence the caller has checked).
+    pub async fn create(&self, new: &KeySpec<'_>) -> Result<NewKey, KeyError> {
+        let KeySpec {
+            name,
+            role,
+            projects,
+            subscriber_id,
+            expires_at,
+        } = *new;
         let name = name.trim();
         if name.is_empty() || name.len() > 100 {
             return Err(KeyError::Invalid(
@@ -101,6 +105,20 @@ impl ApiKeys {
         if expires_at.is_some_and(|t| t <= Utc::now()) {
             return Err(KeyError::Invalid("expires_at is in the past".into()));
         }
+        if let Some(subscriber) = subscriber_id {
+            // The log, not the read model: a subscriber registered a moment ago is already a fact there.
+            let known: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'Subscriber' AND aggregate_id = $1)",
+            )
+            .bind(subscriber.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+            if !known {
+                return Err(KeyError::Invalid(format!(
+                    "there is no subscriber {subscriber}"
+                )));
+            }
+        }
         let prefix = random_hex(4);
         let secret = random_hex(24);
         let key = format!("{SCHEME}{prefix}_{secret}");
@@ -110,9 +128,9 @@ impl ApiKeys {
             .map_err(|e| KeyError::Hash(e.to_string()))?
             .to_string();
         let info: KeyInfo = sqlx::query_as(
-            "INSERT INTO api_keys (key_id, prefix, name, role, projects, hash, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             RETURNING key_id, 'hrld_' || prefix AS prefix, name, role, projects, created_at, expires_at,
+            "INSERT INTO api_keys (key_id, prefix, name, role, projects, hash, expires_at, subscriber_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             RETURNING key_id, 'hrld_' || prefix AS prefix, name, role, projects, subscriber_id, created_at, expires_at,
                        revoked_at, last_used_at",
         )
         .bind(Uuid::new_v4())
@@ -122,6 +140,7 @@ impl ApiKeys {
         .bind(projects)
         .bind(&hash)
         .bind(expires_at)
+        .bind(subscriber_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(NewKey { info, key })
@@ -129,7 +148,7 @@ impl ApiKeys {
 
     pub async fn list(&self) -> Result<Vec<KeyInfo>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT key_id, 'hrld_' || prefix AS prefix, name, role, projects, created_at, expires_at,
+            "SELECT key_id, 'hrld_' || prefix AS prefix, name, role, projects, subscriber_id, created_at, expires_at,
                     revoked_at, last_used_at
              FROM api_keys ORDER BY created_at, key_id",
         )
@@ -141,7 +160,7 @@ impl ApiKeys {
     pub async fn revoke(&self, key_id: Uuid) -> Result<Option<KeyInfo>, sqlx::Error> {
         let info: Option<KeyInfo> = sqlx::query_as(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1
-             RETURNING key_id, 'hrld_' || prefix AS prefix, name, role, projects, created_at, expires_at,
+             RETURNING key_id, 'hrld_' || prefix AS prefix, name, role, projects, subscriber_id, created_at, expires_at,
                        revoked_at, last_used_at",
         )
         .bind(key_id)
@@ -200,7 +219,8 @@ impl ApiKeys {
             .map(|(prefix, _)| prefix.to_owned())
             .ok_or(AuthError::Invalid)?;
         let row: Option<StoredKey> = sqlx::query_as(
-            "SELECT hash, role, projects, expires_at, revoked_at FROM api_keys WHERE prefix = $1",
+            "SELECT hash, role, projects, subscriber_id, expires_at, revoked_at FROM api_keys
+             WHERE prefix = $1",
         )
         .bind(&prefix)
         .fetch_optional(&self.pool)
@@ -209,6 +229,7 @@ impl ApiKeys {
             hash,
             role,
             projects,
+            subscriber_id,
             expires_at,
             revoked_at,
         }) = row
@@ -239,6 +260,7 @@ impl ApiKeys {
             id: format!("key:{SCHEME}{prefix}"),
             role,
             projects,
+            subscriber: subscriber_id,
         };
         sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE prefix = $1")
             .bind(&prefix)
@@ -248,14 +270,127 @@ impl ApiKeys {
     }
 }
 
+/// A dashboard login: the token goes into the browser's cookie and nowhere else.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl ApiKeys {
+    /// Start a dashboard session for a caller who proved an API key. Expired sessions are swept on the way.
+    pub async fn start_session(
+        &self,
+        principal: &Principal,
+        ttl: Duration,
+    ) -> Result<Session, AuthError> {
+        let prefix = principal
+            .id
+            .strip_prefix("key:")
+            .and_then(|key| key.strip_prefix(SCHEME))
+            .ok_or(AuthError::Invalid)?;
+        let token = random_hex(32);
+        let ttl_secs = i64::try_from(ttl.as_secs()).map_err(|_| AuthError::Invalid)?;
+        sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at < now()")
+            .execute(&self.pool)
+            .await?;
+        let expires_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "INSERT INTO dashboard_sessions (token_hash, key_id, expires_at)
+             SELECT $1, key_id, now() + $3::bigint * interval '1 second' FROM api_keys WHERE prefix = $2
+             RETURNING expires_at",
+        )
+        .bind(session_digest(&token).as_slice())
+        .bind(prefix)
+        .bind(ttl_secs)
+        .fetch_optional(&self.pool)
+        .await?;
+        let expires_at = expires_at.ok_or(AuthError::Invalid)?;
+        Ok(Session { token, expires_at })
+    }
+
+    /// The principal a session cookie stands for: its key's, as long as the session lasts and the key is valid.
+    pub async fn verify_session(&self, token: &str) -> Result<Principal, AuthError> {
+        let digest = session_digest(token);
+        if let Some(principal) = self.verified.get(&digest).await {
+            return Ok(principal);
+        }
+        let row: Option<SessionKey> = sqlx::query_as(
+            "SELECT k.prefix, k.role, k.projects, k.subscriber_id, k.expires_at, k.revoked_at
+             FROM dashboard_sessions s JOIN api_keys k USING (key_id)
+             WHERE s.token_hash = $1 AND s.expires_at > now()",
+        )
+        .bind(digest.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or(AuthError::Invalid)?;
+        if row.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if row.expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Err(AuthError::Expired);
+        }
+        let principal = Principal {
+            id: format!("key:{SCHEME}{}", row.prefix),
+            role: row.role.parse().map_err(|_| AuthError::Invalid)?,
+            projects: row.projects,
+            subscriber: row.subscriber_id,
+        };
+        self.verified.insert(digest, principal.clone()).await;
+        Ok(principal)
+    }
+
+    /// Log out: the session ends here at once (other API processes forget it within [`CACHE_TTL`]).
+    pub async fn end_session(&self, token: &str) -> Result<(), sqlx::Error> {
+        let digest = session_digest(token);
+        sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = $1")
+            .bind(digest.as_slice())
+            .execute(&self.pool)
+            .await?;
+        self.verified.invalidate(&digest).await;
+        Ok(())
+    }
+}
+
+/// Session tokens and API keys share the verification cache; a distinct prefix keeps their digests apart.
+fn session_digest(token: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"herald-session\0");
+    hasher.update(token.as_bytes());
+    hasher.finalize().into()
+}
+
+/// A session's key, as verification needs it.
+#[derive(sqlx::FromRow)]
+struct SessionKey {
+    prefix: String,
+    role: String,
+    projects: Vec<Uuid>,
+    subscriber_id: Option<Uuid>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
 /// A key's row, as verification needs it.
 #[derive(sqlx::FromRow)]
 struct StoredKey {
     hash: String,
     role: String,
     projects: Vec<Uuid>,
+    subscriber_id: Option<Uuid>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What a new key is: its name, role, scope and lifetime.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    /// Producers only: the projects whose webhooks the key may post.
+    pub projects: &'a [Uuid],
+    /// The subscriber the key stands for under `/api/v1/me`.
+    pub subscriber_id: Option<Uuid>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]

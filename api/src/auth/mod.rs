@@ -10,7 +10,7 @@ pub mod policy;
 use std::str::FromStr;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,8 @@ pub struct Principal {
     pub role: Role,
     /// The projects a producer may post webhooks for (empty otherwise).
     pub projects: Vec<Uuid>,
+    /// The subscriber this caller is, for `/api/v1/me` (keys made with `--subscriber`).
+    pub subscriber: Option<Uuid>,
 }
 
 impl Principal {
@@ -132,12 +134,40 @@ fn basic_password(value: &str) -> Option<Result<String, ApiError>> {
     )
 }
 
-/// Who the request says it is: `Authorization: Bearer <api key or JWT>`, `X-Api-Key: <api key>`, or
-/// `Authorization: Basic` with the key as the password.
+/// The dashboard's session cookie. HttpOnly and SameSite=Strict; see [`crate::session`].
+pub const SESSION_COOKIE: &str = "herald_session";
+
+/// The header a cookie-authenticated request must carry to change anything. A page of another site can make
+/// the browser send the cookie (SameSite aside), but cannot add a custom header without a CORS preflight that
+/// Herald does not grant: so its absence means the request did not come from the dashboard.
+pub const CSRF_HEADER: &str = "x-herald-csrf";
+
+/// The session token in a `Cookie` header, if there is one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// A caller and how they proved it.
+struct Authenticated {
+    principal: Principal,
+    /// By the dashboard's session cookie (which needs the CSRF header to change anything).
+    by_cookie: bool,
+}
+
+/// Who the request says it is: `Authorization: Bearer <api key or JWT>`, `X-Api-Key: <api key>`,
+/// `Authorization: Basic` with the key as the password, or the dashboard's session cookie.
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<Option<Principal>, ApiError> {
+) -> Result<Option<Authenticated>, ApiError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -164,7 +194,19 @@ async fn authenticate(
                     .into(),
             ));
         }
-        return Ok(None);
+        let Some(token) = session_cookie(headers) else {
+            return Ok(None);
+        };
+        return match state.auth.keys.verify_session(token).await {
+            Ok(principal) => Ok(Some(Authenticated {
+                principal,
+                by_cookie: true,
+            })),
+            Err(AuthError::Store(e)) => Err(ApiError::from(e)),
+            Err(_) => Err(ApiError::Unauthorized(
+                "the dashboard session has ended: log in again".into(),
+            )),
+        };
     };
     let result = if keys::looks_like_key(credential) {
         state.auth.keys.verify(credential).await
@@ -172,7 +214,10 @@ async fn authenticate(
         state.auth.jwt.verify(credential)
     };
     match result {
-        Ok(principal) => Ok(Some(principal)),
+        Ok(principal) => Ok(Some(Authenticated {
+            principal,
+            by_cookie: false,
+        })),
         Err(AuthError::Store(e)) => Err(ApiError::from(e)),
         Err(e) => Err(ApiError::Unauthorized(e.to_string())),
     }
@@ -218,7 +263,19 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         None
     } else {
         match authenticate(&state, request.headers()).await {
-            Ok(p) => p,
+            Ok(Some(found)) => {
+                let safe = matches!(
+                    *request.method(),
+                    Method::GET | Method::HEAD | Method::OPTIONS
+                );
+                if found.by_cookie && !safe && !request.headers().contains_key(CSRF_HEADER) {
+                    return refuse(ApiError::Forbidden(format!(
+                        "a request authenticated by the dashboard's cookie must carry `{CSRF_HEADER}` to change anything"
+                    )));
+                }
+                Some(found.principal)
+            }
+            Ok(None) => None,
             Err(e) => return refuse(e),
         }
     };

@@ -12,6 +12,8 @@ pub enum Access {
     Public,
     /// Authenticated by the project's webhook signature; a producer key, when presented, must cover the project.
     Webhook,
+    /// Any authenticated caller, whatever the role: who am I, and the caller's own subscriber (`/api/v1/me`).
+    Signed,
     /// Projects, builds, subscriptions and analytics: readers, operators, admins.
     Read,
     /// The notification trail: auditors and admins.
@@ -27,6 +29,7 @@ impl Access {
         match self {
             Access::Public => true,
             Access::Webhook => matches!(role, Role::Admin | Role::Producer),
+            Access::Signed => true,
             Access::Read => matches!(role, Role::Admin | Role::Operator | Role::Reader),
             Access::Audit => matches!(role, Role::Admin | Role::Auditor),
             Access::Operate => matches!(role, Role::Admin | Role::Operator),
@@ -38,6 +41,7 @@ impl Access {
         match self {
             Access::Public => "call public endpoints",
             Access::Webhook => "post webhooks",
+            Access::Signed => "use the API",
             Access::Read => "read projects and builds",
             Access::Audit => "read the notification trail",
             Access::Operate => "operate Herald",
@@ -72,6 +76,20 @@ pub const POLICY: &[Rule] = &[
     rule("GET", "/api/v1/openapi.json", Public),
     rule("GET", "/api/v1/docs", Public),
     rule("POST", "/api/v1/webhooks/{provider}/{project}", Webhook),
+    // The dashboard: its files, and logging in with an API key (which is the credential).
+    rule("GET", "/", Public),
+    rule("GET", "/ui/", Public),
+    rule("GET", "/ui/{file}", Public),
+    rule("POST", "/api/v1/session", Public),
+    rule("DELETE", "/api/v1/session", Public),
+    // Who am I; the caller's own subscriber, for keys that stand for one.
+    rule("GET", "/api/v1/me", Signed),
+    rule("GET", "/api/v1/me/subscriber", Signed),
+    rule("PUT", "/api/v1/me/preferences", Signed),
+    rule("POST", "/api/v1/me/link-codes", Signed),
+    rule("GET", "/api/v1/me/subscriptions", Signed),
+    rule("POST", "/api/v1/me/subscriptions", Signed),
+    rule("DELETE", "/api/v1/me/subscriptions/{id}", Signed),
     rule("GET", "/api/v1/projects", Read),
     rule("POST", "/api/v1/projects", Admin),
     rule("GET", "/api/v1/projects/{id}", Read),
