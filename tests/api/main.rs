@@ -13,6 +13,7 @@ mod bot;
 mod bounces;
 mod channels;
 mod config;
+mod dashboard;
 mod digests;
 mod dlq;
 mod dry_run;
