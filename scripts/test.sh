@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Herald's whole test suite, from a fresh clone: installs what it lacks (tansu, a Kafka-protocol broker; aiosmtpd,
-# an SMTP server, into a Python venv in .herald/), starts what it needs (tansu on a free port, in memory; the email
+# an SMTP server, into a Python venv in .herald/; Debian's Chromium and Playwright's playwright-core for the
+# dashboard's browser test), starts what it needs (tansu on a free port, in memory; the email
 # tests start their own aiosmtpd), checks formatting and lints, runs every test against the real Postgres, the
 # real broker and real SMTP servers, and stops what it started.
 set -euo pipefail
@@ -75,6 +76,27 @@ if ! "$VENV/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ 
 fi
 HERALD_TEST_PYTHON="$(pwd)/$VENV/bin/python"
 export HERALD_TEST_PYTHON
+
+# --- Chromium and Playwright: the dashboard's end-to-end test drives a real browser ---------------------------
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"; else return 1; fi; }
+CHROMIUM="${HERALD_TEST_CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+if [ -z "$CHROMIUM" ]; then
+  command -v apt-get >/dev/null || die "Chromium is missing: install it (Debian: apt-get install chromium) or set HERALD_TEST_CHROMIUM"
+  say "installing Debian's chromium (once)"
+  { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+    die "cannot install chromium: run 'apt-get install chromium' as root, or set HERALD_TEST_CHROMIUM"
+  CHROMIUM="$(command -v chromium)"
+fi
+export HERALD_TEST_CHROMIUM="$CHROMIUM"
+command -v node >/dev/null && command -v npm >/dev/null ||
+  die "Node.js and npm are missing: install them (Debian: apt-get install nodejs npm), then run this again"
+E2E=tests/e2e
+# Installed once per lockfile: the copy beside the modules says which lockfile they were installed from.
+if ! cmp -s "$E2E/package-lock.json" "$E2E/node_modules/.installed-from-lock.json" 2>/dev/null; then
+  say "installing playwright-core for the browser test (npm ci in $E2E)"
+  (cd "$E2E" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in $E2E failed"
+  cp "$E2E/package-lock.json" "$E2E/node_modules/.installed-from-lock.json"
+fi
 
 # --- checks and tests ----------------------------------------------------------------------------------------
 cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"

@@ -60,7 +60,7 @@ async fn log_in(app: &TestApp, key: &str) -> (reqwest::Client, Value) {
 }
 
 /// A subscriber with one Telegram contact, registered through the command side.
-async fn subscriber_with_chat(app: &TestApp, chat: i64) -> (Uuid, Uuid) {
+pub async fn subscriber_with_chat(app: &TestApp, chat: i64) -> (Uuid, Uuid) {
     let commands = commands::Commands::new(app.pool.clone());
     let none = commands::Metadata::new();
     let subscriber = commands

@@ -17,6 +17,7 @@ mod dashboard;
 mod digests;
 mod dlq;
 mod dry_run;
+mod e2e;
 mod email;
 mod health;
 
