@@ -27,7 +27,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY domain/Cargo.toml domain/Cargo.toml
 COPY commands/Cargo.toml commands/build.rs commands/
 COPY projections/Cargo.toml projections/Cargo.toml
-COPY api/Cargo.toml api/Cargo.toml
+COPY api/Cargo.toml api/build.rs api/
 COPY workers/Cargo.toml workers/Cargo.toml
 RUN for crate in domain commands projections api workers; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs"; \
