@@ -73,9 +73,16 @@ function setLive(state) {
   live.textContent = { live: 'Live', connecting: 'Connecting…', reconnecting: 'Reconnecting…' }[state];
 }
 
+// Each read model is its own projection: the feed can announce a build a moment before the overview's
+// series or the statistics have taken it in. So a burst of events is answered twice: soon, and once more when
+// the other projections have surely caught up.
+let lateTimer = null;
 function scheduleRefresh() {
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => refresh && refresh().catch(showError), 300);
+  clearTimeout(lateTimer);
+  const run = () => refresh && refresh().catch(showError);
+  refreshTimer = setTimeout(run, 300);
+  lateTimer = setTimeout(run, 2000);
 }
 
 function showError(e) {
@@ -134,5 +141,10 @@ logout.addEventListener('click', async () => {
   location.hash = '#/login';
 });
 
-window.addEventListener('hashchange', () => route());
+// After a navigation, focus goes to the new page's content, as after a page load (screen readers announce it);
+// the login page focuses its key field itself.
+window.addEventListener('hashchange', async () => {
+  await route();
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
+});
 route();

@@ -43,7 +43,9 @@ export async function notificationsPage({ main, may, setRefresh }) {
     const body = action === 'discard' ? { reason: 'discarded from the dashboard' } : {};
     try {
       await api(`/api/v1/dlq/${n.notification_id}/${action}`, { method: 'POST', body });
-      await drawDead();
+      // Accepted and recorded: the row goes now; the list is read again once its read model has caught up.
+      dead.querySelector(`tr[data-notification="${n.notification_id}"]`)?.remove();
+      setTimeout(() => drawDead().catch(() => {}), 1500);
       status.textContent = action === 'redrive'
         ? `Redriven: the notification for ${n.build_run_id} is queued again.`
         : `Discarded the notification for ${n.build_run_id}.`;
