@@ -19,15 +19,22 @@ function text(x, y, content, anchor = 'start', cls = 'axis') {
 export function sparkline(values, label) {
   const width = 120;
   const height = 28;
-  const step = values.length > 1 ? width / (values.length - 1) : width;
+  // Room for the end dot at the edges.
+  const inset = 3;
+  const step = values.length > 1 ? (width - 2 * inset) / (values.length - 1) : 0;
   const points = values
-    .map((v, i) => (v === null || v === undefined ? null : `${(i * step).toFixed(1)},${(height - 2 - v * (height - 4)).toFixed(1)}`))
+    .map((v, i) => (v === null || v === undefined ? null : `${(inset + i * step).toFixed(1)},${(height - inset - v * (height - 2 * inset)).toFixed(1)}`))
     .filter(Boolean);
   const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, class: 'spark', role: 'img', 'aria-label': label });
   const title = svg('title');
   title.textContent = label;
   chart.append(title);
-  if (points.length) chart.append(svg('polyline', { points: points.join(' '), fill: 'none', class: 'spark-line' }));
+  if (points.length) {
+    chart.append(svg('polyline', { points: points.join(' '), fill: 'none', class: 'spark-line' }));
+    // The latest value as a dot: with a single day of builds there is no line to draw, and it marks "now".
+    const [x, y] = points[points.length - 1].split(',');
+    chart.append(svg('circle', { cx: x, cy: y, r: 2.5, class: 'spark-dot' }));
+  }
   return chart;
 }
 
@@ -35,7 +42,7 @@ export function sparkline(values, label) {
 export function lineChart({ points, title, format, max }) {
   const width = 640;
   const height = 220;
-  const pad = { left: 56, right: 12, top: 16, bottom: 36 };
+  const pad = { left: 84, right: 12, top: 16, bottom: 36 };
   const values = points.map((p) => p.value).filter((v) => v !== null && v !== undefined);
   const top = max ?? Math.max(1, ...values);
   const x = (i) => pad.left + (points.length > 1 ? (i * (width - pad.left - pad.right)) / (points.length - 1) : 0);

@@ -123,7 +123,7 @@ await step('the project page shows the failing run and its charts', async () => 
   await page.getByRole('heading', { level: 1, name: projectName }).waitFor();
   const rows = page.locator('tr[data-build]');
   await rows.first().waitFor();
-  assert.ok((await rows.count()) >= 2, 'both runs are listed');
+  assert.equal(await rows.count(), 16, 'the history, the green run and the failing one are listed');
   await page.locator('tr[data-build] .badge-failed').first().waitFor();
   const points = page.locator('svg.chart circle.point');
   assert.ok((await points.count()) >= 1, 'the success-rate chart has a point');
@@ -131,7 +131,11 @@ await step('the project page shows the failing run and its charts', async () => 
   await page.locator('svg.chart circle.point').first().waitFor();
   await page.getByLabel('Outcome', { exact: true }).selectOption('failed');
   await page.getByRole('button', { name: 'Filter' }).click();
-  await page.waitForFunction(() => document.querySelectorAll('tr[data-build]').length === 1);
+  // Only failed runs are left (four of the sixteen), the newest first.
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('tr[data-build]')];
+    return rows.length === 4 && rows.every((r) => r.querySelector('.badge-failed'));
+  });
   await screenshots('project');
 });
 
