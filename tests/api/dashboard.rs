@@ -8,6 +8,7 @@ use api::auth::keys::{ApiKeys, KeySpec};
 use api::auth::Role;
 use domain::{ChatId, ChatKind, ContactAddress, Preferences};
 use reqwest::header::{HeaderMap, HeaderValue, COOKIE};
+use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -57,6 +58,20 @@ async fn log_in(app: &TestApp, key: &str) -> (reqwest::Client, Value) {
         .build()
         .unwrap();
     (client, response.json().await.unwrap())
+}
+
+/// A change from the dashboard: the session cookie and the CSRF header the page sends with every change.
+async fn change(
+    browser: &reqwest::Client,
+    method: Method,
+    url: String,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = browser.request(method, url).header("x-herald-csrf", "1");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
 }
 
 /// A subscriber with one Telegram contact, registered through the command side.
@@ -130,13 +145,13 @@ async fn a_session_stands_for_its_key_until_logout_and_changes_nothing_without_t
         app.count("SELECT count(*) FROM events").await,
         events_before
     );
-    let genuine = browser
-        .post(app.url("/api/v1/subscriptions"))
-        .header("x-herald-csrf", "1")
-        .json(&json!({ "chat_id": 5, "project_id": project.id }))
-        .send()
-        .await
-        .unwrap();
+    let genuine = change(
+        &browser,
+        Method::POST,
+        app.url("/api/v1/subscriptions"),
+        Some(json!({ "chat_id": 5, "project_id": project.id })),
+    )
+    .await;
     assert_eq!(genuine.status(), 201);
 
     // The session's role is the key's: an operator may not administer.
@@ -229,26 +244,26 @@ async fn a_subscriber_manages_its_own_subscriptions_and_nobody_elses() {
         json!({ "subscriber_id": bob, "contact_id": bob_chat, "project_id": project.id }),
         json!({ "chat_id": 99, "project_id": project.id }),
     ] {
-        let refused = browser
-            .post(app.url("/api/v1/me/subscriptions"))
-            .header("x-herald-csrf", "1")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let refused = change(
+            &browser,
+            Method::POST,
+            app.url("/api/v1/me/subscriptions"),
+            Some(body.clone()),
+        )
+        .await;
         assert!(
             [404, 422].contains(&refused.status().as_u16()),
             "{body} answered {}",
             refused.status()
         );
     }
-    let created = browser
-        .post(app.url("/api/v1/me/subscriptions"))
-        .header("x-herald-csrf", "1")
-        .json(&json!({ "contact_id": ann_chat, "project_id": project.id, "outcomes": ["failed"] }))
-        .send()
-        .await
-        .unwrap();
+    let created = change(
+        &browser,
+        Method::POST,
+        app.url("/api/v1/me/subscriptions"),
+        Some(json!({ "contact_id": ann_chat, "project_id": project.id, "outcomes": ["failed"] })),
+    )
+    .await;
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
     assert_eq!(created["subscriber_id"], ann.to_string());
@@ -301,12 +316,13 @@ async fn a_subscriber_manages_its_own_subscriptions_and_nobody_elses() {
         .collect();
     assert_eq!(ids, [mine.to_string()]);
 
-    let not_mine = browser
-        .delete(app.url(&format!("/api/v1/me/subscriptions/{theirs}")))
-        .header("x-herald-csrf", "1")
-        .send()
-        .await
-        .unwrap();
+    let not_mine = change(
+        &browser,
+        Method::DELETE,
+        app.url(&format!("/api/v1/me/subscriptions/{theirs}")),
+        None,
+    )
+    .await;
     assert_eq!(not_mine.status(), 404);
     let still: Value = app
         .get(&format!("/api/v1/subscriptions/{theirs}"))
@@ -316,29 +332,30 @@ async fn a_subscriber_manages_its_own_subscriptions_and_nobody_elses() {
         .unwrap();
     assert_eq!(still["active"], true, "Bob's subscription is untouched");
 
-    let removed = browser
-        .delete(app.url(&format!("/api/v1/me/subscriptions/{mine}")))
-        .header("x-herald-csrf", "1")
-        .send()
-        .await
-        .unwrap();
+    let removed = change(
+        &browser,
+        Method::DELETE,
+        app.url(&format!("/api/v1/me/subscriptions/{mine}")),
+        None,
+    )
+    .await;
     assert_eq!(removed.status(), 204);
 
-    let preferences = browser
-        .put(app.url("/api/v1/me/preferences"))
-        .header("x-herald-csrf", "1")
-        .json(&json!({ "time_zone": "Europe/Berlin", "language": "de", "digest_minutes": 30 }))
-        .send()
-        .await
-        .unwrap();
+    let preferences = change(
+        &browser,
+        Method::PUT,
+        app.url("/api/v1/me/preferences"),
+        Some(json!({ "time_zone": "Europe/Berlin", "language": "de", "digest_minutes": 30 })),
+    )
+    .await;
     assert_eq!(preferences.status(), 200);
-    let bad = browser
-        .put(app.url("/api/v1/me/preferences"))
-        .header("x-herald-csrf", "1")
-        .json(&json!({ "time_zone": "Mars/Olympus", "language": "de" }))
-        .send()
-        .await
-        .unwrap();
+    let bad = change(
+        &browser,
+        Method::PUT,
+        app.url("/api/v1/me/preferences"),
+        Some(json!({ "time_zone": "Mars/Olympus", "language": "de" })),
+    )
+    .await;
     assert_eq!(bad.status(), 422);
     let ann_now = commands::Commands::new(app.pool.clone())
         .subscriber(ann)
@@ -351,12 +368,13 @@ async fn a_subscriber_manages_its_own_subscriptions_and_nobody_elses() {
         .unwrap();
     assert_eq!(bob_now.preferences.time_zone.as_str(), "UTC");
 
-    let code = browser
-        .post(app.url("/api/v1/me/link-codes"))
-        .header("x-herald-csrf", "1")
-        .send()
-        .await
-        .unwrap();
+    let code = change(
+        &browser,
+        Method::POST,
+        app.url("/api/v1/me/link-codes"),
+        None,
+    )
+    .await;
     assert_eq!(code.status(), 201);
     let code: Value = code.json().await.unwrap();
     assert!(code["code"].as_str().is_some_and(|c| c.len() > 8));
