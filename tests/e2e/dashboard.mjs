@@ -230,6 +230,41 @@ await step('keyboard: the skip link and the navigation are reachable', async () 
   assert.equal(unlabelled, 0, 'every field has a label');
 });
 
+/// The lowest WCAG contrast ratio of any visible text on the page against the background it sits on.
+const lowestContrast = () => page.evaluate(() => {
+  const rgb = (css) => (css.match(/[\d.]+/g) || []).map(Number);
+  const luminance = ([r, g, b]) => {
+    const channel = (c) => { const v = c / 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  };
+  const background = (el) => {
+    for (let node = el; node; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  let lowest = { ratio: 21, text: '' };
+  for (const el of document.querySelectorAll('body *')) {
+    const own = [...el.childNodes].some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+    if (!own || !el.getClientRects().length || el.closest('.skip, svg')) continue;
+    const [a, b] = [luminance(rgb(getComputedStyle(el).color)), luminance(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < lowest.ratio) lowest = { ratio, text: el.textContent.trim().slice(0, 40) };
+  }
+  return lowest;
+});
+
+await step('every text on every page has a contrast of at least 4.5:1', async () => {
+  for (const route of ['#/subscriptions', '#/', `#/projects/${projectId}`, '#/notifications']) {
+    await page.goto(`${base}/ui/${route}`);
+    await page.locator('main h1').waitFor();
+    await page.waitForTimeout(300);
+    const { ratio, text } = await lowestContrast();
+    assert.ok(ratio >= 4.5, `${route}: "${text}" has a contrast of ${ratio.toFixed(2)}:1`);
+  }
+});
+
 await step('no script errors on any page', async () => {
   assert.deepEqual(problems, []);
 });
