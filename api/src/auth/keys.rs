@@ -219,21 +219,13 @@ impl ApiKeys {
             .map(|(prefix, _)| prefix.to_owned())
             .ok_or(AuthError::Invalid)?;
         let row: Option<StoredKey> = sqlx::query_as(
-            "SELECT hash, role, projects, subscriber_id, expires_at, revoked_at FROM api_keys
+            "SELECT hash, prefix, role, projects, subscriber_id, expires_at, revoked_at FROM api_keys
              WHERE prefix = $1",
         )
         .bind(&prefix)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(StoredKey {
-            hash,
-            role,
-            projects,
-            subscriber_id,
-            expires_at,
-            revoked_at,
-        }) = row
-        else {
+        let Some(StoredKey { hash, state }) = row else {
             return Err(AuthError::Invalid);
         };
         // argon2 takes tens of milliseconds of CPU by design: off the async workers.
@@ -249,19 +241,7 @@ impl ApiKeys {
         if !matches {
             return Err(AuthError::Invalid);
         }
-        if revoked_at.is_some() {
-            return Err(AuthError::Revoked);
-        }
-        if expires_at.is_some_and(|t| t <= Utc::now()) {
-            return Err(AuthError::Expired);
-        }
-        let role: Role = role.parse().map_err(|_| AuthError::Invalid)?;
-        let principal = Principal {
-            id: format!("key:{SCHEME}{prefix}"),
-            role,
-            projects,
-            subscriber: subscriber_id,
-        };
+        let principal = state.principal()?;
         sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE prefix = $1")
             .bind(&prefix)
             .execute(&self.pool)
@@ -314,7 +294,7 @@ impl ApiKeys {
         if let Some(principal) = self.verified.get(&digest).await {
             return Ok(principal);
         }
-        let row: Option<SessionKey> = sqlx::query_as(
+        let row: Option<KeyState> = sqlx::query_as(
             "SELECT k.prefix, k.role, k.projects, k.subscriber_id, k.expires_at, k.revoked_at
              FROM dashboard_sessions s JOIN api_keys k USING (key_id)
              WHERE s.token_hash = $1 AND s.expires_at > now()",
@@ -322,19 +302,7 @@ impl ApiKeys {
         .bind(digest.as_slice())
         .fetch_optional(&self.pool)
         .await?;
-        let row = row.ok_or(AuthError::Invalid)?;
-        if row.revoked_at.is_some() {
-            return Err(AuthError::Revoked);
-        }
-        if row.expires_at.is_some_and(|t| t <= Utc::now()) {
-            return Err(AuthError::Expired);
-        }
-        let principal = Principal {
-            id: format!("key:{SCHEME}{}", row.prefix),
-            role: row.role.parse().map_err(|_| AuthError::Invalid)?,
-            projects: row.projects,
-            subscriber: row.subscriber_id,
-        };
+        let principal = row.ok_or(AuthError::Invalid)?.principal()?;
         self.verified.insert(digest, principal.clone()).await;
         Ok(principal)
     }
@@ -359,9 +327,17 @@ fn session_digest(token: &str) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// A session's key, as verification needs it.
+/// A key's row, as verification needs it.
 #[derive(sqlx::FromRow)]
-struct SessionKey {
+struct StoredKey {
+    hash: String,
+    #[sqlx(flatten)]
+    state: KeyState,
+}
+
+/// What a key stands for and whether it still may: the part of its row that an API key and a session share.
+#[derive(sqlx::FromRow)]
+struct KeyState {
     prefix: String,
     role: String,
     projects: Vec<Uuid>,
@@ -370,15 +346,22 @@ struct SessionKey {
     revoked_at: Option<DateTime<Utc>>,
 }
 
-/// A key's row, as verification needs it.
-#[derive(sqlx::FromRow)]
-struct StoredKey {
-    hash: String,
-    role: String,
-    projects: Vec<Uuid>,
-    subscriber_id: Option<Uuid>,
-    expires_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
+impl KeyState {
+    /// The caller this key makes, unless it was revoked or has expired.
+    fn principal(self) -> Result<Principal, AuthError> {
+        if self.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if self.expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Err(AuthError::Expired);
+        }
+        Ok(Principal {
+            id: format!("key:{SCHEME}{}", self.prefix),
+            role: self.role.parse().map_err(|_| AuthError::Invalid)?,
+            projects: self.projects,
+            subscriber: self.subscriber_id,
+        })
+    }
 }
 
 /// What a new key is: its name, role, scope and lifetime.
