@@ -5,6 +5,7 @@
 pub mod config;
 mod mail;
 pub mod ops;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -470,18 +471,12 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         worker_router(metrics)
     };
     let token = shutdown.clone();
+    // The request timeout bounds reading the headers as well as the body and the answer.
+    let header_timeout = settings.http.request_timeout;
     tasks.push((
         "http",
         tokio::spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "http server failed");
-            }
+            serve::serve(listener, app, header_timeout, token).await;
         }),
     ));
     let api_addr = roles.contains(&Role::Api).then_some(addr);

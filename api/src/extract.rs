@@ -27,8 +27,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
                 "expected Content-Type: application/json".into(),
             )),
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+            Err(e) => Err(body_rejection(e.status(), e.body_text())),
         }
+    }
+}
+
+/// A body that could not be read: too large (413, from the body limit) or broken off (400).
+fn body_rejection(status: axum::http::StatusCode, text: String) -> ApiError {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!(
+            "the body is larger than {} bytes",
+            crate::MAX_BODY_BYTES
+        ))
+    } else {
+        ApiError::BadRequest(text)
     }
 }
 
@@ -48,7 +60,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
             .is_some_and(|v| v == "application/json" || v.ends_with("+json"));
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+            .map_err(|e| body_rejection(e.status(), e.body_text()))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }

@@ -30,6 +30,7 @@ mod push;
 mod push_fakes;
 mod rebuild;
 mod relay;
+mod robustness;
 mod smtp;
 mod status;
 mod subscribers;

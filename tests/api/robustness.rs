@@ -1,0 +1,127 @@
+//! Bad input at the HTTP edge is refused cleanly and changes nothing: bodies over the limit, invalid UTF-8,
+//! JSON nested past any sane depth, and clients that send their request slower than the request timeout
+//! (slowloris) — which must not hold a connection open for ever.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{spawn_app_configured, Bus, TestApp};
+
+/// The request timeout of these tests: short, so the slow clients are cut off quickly.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn app() -> TestApp {
+    spawn_app_configured(Bus::InProcess, &[], |settings| {
+        settings.http.request_timeout = TIMEOUT;
+    })
+    .await
+}
+
+/// POST `body` as JSON to `path`; the answer's status and problem document.
+async fn post(app: &TestApp, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn oversize_invalid_and_deeply_nested_bodies_are_refused_and_record_nothing() {
+    let app = app().await;
+    let before = app.event_count().await;
+
+    let huge = format!(r#"{{"name":"{}"}}"#, "a".repeat(api::MAX_BODY_BYTES + 1));
+    let (status, problem) = post(&app, "/api/v1/projects", huge.into_bytes()).await;
+    assert_eq!(status, 413, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("larger than"));
+
+    let (status, problem) = post(
+        &app,
+        "/api/v1/projects",
+        b"{\"name\":\"\xff\xfe\"}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+
+    // 100,000 levels: the parser gives up at its recursion limit instead of overflowing the stack.
+    let nested = format!(
+        r#"{{"chat_id":1,"branches":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let (status, problem) = post(&app, "/api/v1/subscriptions", nested.into_bytes()).await;
+    assert!([400, 422].contains(&status), "{status}: {problem}");
+
+    assert_eq!(app.event_count().await, before, "nothing was recorded");
+    let health = app.anonymous.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "and Herald is still up");
+    app.finish().await;
+}
+
+/// Read from `stream` until it is closed; how long that took, or `None` if it stayed open for `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<(Duration, Vec<u8>)> {
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0_u8; 1024];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buffer)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((started.elapsed(), received)),
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let app = app().await;
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: herald\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // Meanwhile everybody else is served.
+    let health = app.anonymous.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let (after, _) = closed_within(&mut slow, Duration::from_secs(10))
+        .await
+        .expect("the half-sent request's connection is closed");
+    assert!(
+        after < TIMEOUT * 4,
+        "closed after {after:?}, the request timeout is {TIMEOUT:?}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_body_gets_408_and_changes_nothing() {
+    let app = app().await;
+    let key = crate::helpers::create_key(&app.pool, api::auth::Role::Admin, &[]).await;
+    let before = app.event_count().await;
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/projects HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let (after, answer) = closed_within(&mut slow, Duration::from_secs(10))
+        .await
+        .expect("the connection is answered and closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(after < TIMEOUT * 4, "answered after {after:?}");
+    assert_eq!(app.event_count().await, before);
+    app.finish().await;
+}
