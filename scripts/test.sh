@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Herald's whole test suite, from a fresh clone: installs what it lacks (tansu, a Kafka-protocol broker; aiosmtpd,
-# an SMTP server, into a Python venv in .herald/; Debian's Chromium and Playwright's playwright-core for the
-# dashboard's browser test), starts what it needs (tansu on a free port, in memory; the email
-# tests start their own aiosmtpd), checks formatting and lints, runs every test against the real Postgres, the
-# real broker and real SMTP servers, and stops what it started.
+# an SMTP server, and schemathesis, an OpenAPI fuzzer, into a Python venv in .herald/; Debian's Chromium and
+# Playwright's playwright-core for the dashboard's browser test), starts what it needs (tansu on a free port, in
+# memory; the email tests start their own aiosmtpd), checks formatting and lints, runs every test against the real
+# Postgres, the real broker and real SMTP servers, and stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TANSU_VERSION=0.6.0
 AIOSMTPD_VERSION=1.4.6
+SCHEMATHESIS_VERSION=4.32.5
 PG_HOST=${HERALD_TEST_PG_HOST:-127.0.0.1}
 PG_PORT=${HERALD_TEST_PG_PORT:-5432}
 export HERALD_TEST_DATABASE_URL=${HERALD_TEST_DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres}
@@ -76,6 +77,13 @@ if ! "$VENV/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ 
 fi
 HERALD_TEST_PYTHON="$(pwd)/$VENV/bin/python"
 export HERALD_TEST_PYTHON
+# schemathesis: generated requests against the OpenAPI document Herald serves (tests/api/schema_fuzz.rs).
+if [ "$("$VENV/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+  say "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" ||
+    die "cannot install schemathesis $SCHEMATHESIS_VERSION into $VENV"
+fi
+export HERALD_TEST_SCHEMATHESIS="$(pwd)/$VENV/bin/schemathesis"
 
 # --- Chromium and Playwright: the dashboard's end-to-end test drives a real browser ---------------------------
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"; else return 1; fi; }

@@ -86,7 +86,9 @@ pub struct ImportReport {
     pub projects_existing: usize,
     pub subscriptions_created: usize,
     pub subscriptions_existing: usize,
-    /// New secrets of imported projects that came without one: shown once, here.
+    /// New secrets of imported projects that came without one, as `[project_id, secret]` pairs: shown once,
+    /// here. (Described as pairs of strings: the tuple schema utoipa derives is not valid OpenAPI 3.1.)
+    #[schema(value_type = Vec<Vec<String>>)]
     pub new_secrets: Vec<(Uuid, String)>,
 }
 

@@ -31,6 +31,7 @@ mod push_fakes;
 mod rebuild;
 mod relay;
 mod robustness;
+mod schema_fuzz;
 mod smtp;
 mod status;
 mod subscribers;
