@@ -3,6 +3,7 @@
 
 mod helpers;
 mod live;
+mod log_secrets;
 
 mod analytics;
 mod audit;
