@@ -8,6 +8,7 @@
 //!
 //! The listener starts on first use, so every `AppState` (tests included) gets one without wiring.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -62,6 +63,9 @@ pub struct ReadCache {
     answers: moka::future::Cache<CacheKey, Bytes>,
     /// Bumped on every change notice for the live feed (and after a reconnect, when notices may be lost).
     feed: Arc<watch::Sender<u64>>,
+    /// Bumped on every change notice for the other read models: an answer computed while it moved may have
+    /// read rows from before the change and is not kept.
+    generation: Arc<AtomicU64>,
     listening: Arc<OnceLock<()>>,
     /// A zero TTL turns caching off (every read goes to the database).
     enabled: bool,
@@ -78,6 +82,7 @@ impl ReadCache {
                 .support_invalidation_closures()
                 .build(),
             feed: Arc::new(watch::channel(0).0),
+            generation: Arc::new(AtomicU64::new(0)),
             listening: Arc::new(OnceLock::new()),
             enabled: !settings.ttl.is_zero(),
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -108,10 +113,19 @@ impl ReadCache {
         let hit = self.answers.contains_key(&key);
         metrics::counter!("herald_cache_requests_total", "cache" => "analytics", "result" => if hit { "hit" } else { "miss" })
             .increment(1);
-        self.answers
-            .try_get_with(key, compute)
+        // A change that commits while the answer is computed invalidates nothing yet (the answer is not in the
+        // cache), and the answer may have read the rows from before it: such an answer is served to the callers
+        // that waited for it, but not kept. (Found by a test that saw the overview stay green for the TTL.)
+        let started = self.generation.load(Ordering::SeqCst);
+        let answer = self
+            .answers
+            .try_get_with(key.clone(), compute)
             .await
-            .map_err(|e: Arc<E>| (*e).clone())
+            .map_err(|e: Arc<E>| (*e).clone())?;
+        if self.generation.load(Ordering::SeqCst) != started {
+            self.answers.invalidate(&key).await;
+        }
+        Ok(answer)
     }
 
     /// A receiver that sees a new value whenever the live feed may have grown.
@@ -126,6 +140,7 @@ impl ReadCache {
             self.feed.send_modify(|n| *n = n.wrapping_add(1));
             return;
         }
+        self.generation.fetch_add(1, Ordering::SeqCst);
         // The closure runs against every entry lazily; it is cheap (a slice lookup and a comparison).
         let _ = self
             .answers
@@ -133,6 +148,7 @@ impl ReadCache {
     }
 
     fn forget_everything(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.answers.invalidate_all();
         self.feed.send_modify(|n| *n = n.wrapping_add(1));
     }
