@@ -48,6 +48,16 @@ impl Channel {
     }
 }
 
+impl ChannelKind {
+    /// Whether sending a message a second time is harmless when the first attempt's outcome is unknown: the
+    /// channel carries a key by which the recipient's side recognises the copy (email's `Message-ID`, FCM's
+    /// collapse key and tag, Web Push's `Topic` and tag). Telegram offers none: a resend is a second message in
+    /// the chat, so an attempt whose outcome is unknown is dead-lettered instead, and an operator decides.
+    pub fn resend_is_harmless(self) -> bool {
+        !matches!(self, Self::Telegram)
+    }
+}
+
 /// The kinds of [`Channel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -579,19 +589,32 @@ impl Aggregate for Notification {
                 let Some(attempt) = self.in_flight else {
                     return Err(NotificationError::NoAttemptInFlight);
                 };
-                let give_up = self.budget_spent(attempt, max_attempts);
-                let retry_at = (!give_up).then_some(at);
+                let resend_is_harmless = self
+                    .channel
+                    .as_ref()
+                    .is_some_and(|c| c.kind().resend_is_harmless());
+                let reason = if !resend_is_harmless {
+                    Some(format!(
+                        "attempt {attempt} was interrupted after the message went to the provider, which may have \
+                         delivered it and offers no way to recognise a copy: not resent, so the recipient never \
+                         sees it twice (redrive it to send it again)"
+                    ))
+                } else if self.budget_spent(attempt, max_attempts) {
+                    Some(format!(
+                        "attempt {attempt} was interrupted before its outcome was recorded, and it was the last"
+                    ))
+                } else {
+                    None
+                };
                 let mut events = vec![NotificationEvent::AttemptInterrupted {
                     attempt,
                     detected_at: at,
-                    retry_at,
+                    retry_at: reason.is_none().then_some(at),
                 }];
-                if give_up {
+                if let Some(reason) = reason {
                     events.push(NotificationEvent::DeadLettered {
                         attempts: attempt,
-                        reason: format!(
-                            "attempt {attempt} was interrupted before its outcome was recorded, and it was the last"
-                        ),
+                        reason,
                         dead_lettered_at: at,
                     });
                 }
@@ -774,6 +797,40 @@ mod tests {
         }
     }
 
+    fn planned_by_email() -> NotificationEvent {
+        let NotificationEvent::NotificationPlanned {
+            notification_id,
+            build_run_id,
+            project_id,
+            subscription_id,
+            subscription_version,
+            template,
+            text,
+            buttons,
+            details,
+            planned_at,
+            ..
+        } = planned()
+        else {
+            unreachable!("planned() plans")
+        };
+        NotificationEvent::NotificationPlanned {
+            notification_id,
+            build_run_id,
+            project_id,
+            subscription_id,
+            subscription_version,
+            template,
+            channel: Channel::Email {
+                address: "dev@example.com".into(),
+            },
+            text,
+            buttons,
+            details,
+            planned_at,
+        }
+    }
+
     fn started(attempt: u32) -> NotificationEvent {
         NotificationEvent::AttemptStarted {
             attempt,
@@ -937,7 +994,7 @@ mod tests {
     #[test]
     fn an_interrupted_attempt_is_retried_and_its_delivery_marked_a_possible_duplicate() {
         let events = Given::with(())
-            .given(vec![planned(), started(1)])
+            .given(vec![planned_by_email(), started(1)])
             .when(NotificationCommand::RecordInterrupted {
                 max_attempts: 3,
                 at: at(),
@@ -952,7 +1009,7 @@ mod tests {
                 retry_at: Some(at()),
             }]
         );
-        let mut history = vec![planned(), started(1)];
+        let mut history = vec![planned_by_email(), started(1)];
         history.extend(events);
         history.push(started(2));
         Given::with(())
@@ -973,9 +1030,30 @@ mod tests {
     }
 
     #[test]
-    fn an_interrupted_last_attempt_dead_letters() {
+    fn an_interrupted_telegram_attempt_is_dead_lettered_not_resent() {
         let events = Given::with(())
             .given(vec![planned(), started(1)])
+            .when(NotificationCommand::RecordInterrupted {
+                max_attempts: 5,
+                at: at(),
+            })
+            .inspect_result()
+            .unwrap();
+        let [NotificationEvent::AttemptInterrupted { retry_at: None, .. }, NotificationEvent::DeadLettered {
+            attempts: 1,
+            reason,
+            ..
+        }] = events.as_slice()
+        else {
+            panic!("expected interrupted and dead-lettered, got {events:?}");
+        };
+        assert!(reason.contains("redrive"), "{reason}");
+    }
+
+    #[test]
+    fn an_interrupted_last_attempt_dead_letters() {
+        let events = Given::with(())
+            .given(vec![planned_by_email(), started(1)])
             .when(NotificationCommand::RecordInterrupted {
                 max_attempts: 1,
                 at: at(),

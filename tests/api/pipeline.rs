@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::Role;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::{
     fixture, fixture_with, spawn_app, spawn_app_configured, spawn_app_with, Bus, Reply, TestApp,
@@ -267,7 +267,7 @@ async fn a_verdict_planned_twice_is_sent_once() {
 }
 
 #[tokio::test]
-async fn an_attempt_interrupted_mid_send_is_sent_again_and_recorded_as_a_possible_duplicate() {
+async fn a_telegram_attempt_interrupted_mid_send_is_dead_lettered_not_sent_twice() {
     let app = spawn_app_with(Bus::InProcess, &[Role::Api, Role::Projections]).await;
     let commands = Arc::new(commands::Commands::new(app.pool.clone()));
     let id = uuid::Uuid::new_v4();
@@ -320,17 +320,17 @@ async fn an_attempt_interrupted_mid_send_is_sent_again_and_recorded_as_a_possibl
     );
     assert_eq!(
         worker.try_deliver_next().await.unwrap(),
-        workers::DeliveryOutcome::Interrupted
-    );
-    assert_eq!(
-        worker.try_deliver_next().await.unwrap(),
-        workers::DeliveryOutcome::Delivered
+        workers::DeliveryOutcome::DeadLettered
     );
     assert_eq!(
         worker.try_deliver_next().await.unwrap(),
         workers::DeliveryOutcome::Idle
     );
-    assert_eq!(app.telegram.calls().len(), 1, "sent again, once");
+    assert_eq!(
+        app.telegram.calls().len(),
+        0,
+        "Telegram may already show it: not sent again"
+    );
     let events: Vec<(String, serde_json::Value)> = sqlx::query_as(
         "SELECT event_type, payload::jsonb FROM events WHERE aggregate_id = $1 ORDER BY sequence",
     )
@@ -345,17 +345,16 @@ async fn an_attempt_interrupted_mid_send_is_sent_again_and_recorded_as_a_possibl
             "NotificationPlanned",
             "AttemptStarted",
             "AttemptInterrupted",
-            "AttemptStarted",
-            "Delivered"
+            "DeadLettered"
         ]
     );
-    assert_eq!(events[4].1["Delivered"]["possible_duplicate"], true);
-    assert!(events[4].1["Delivered"]["latency_ms"].is_u64());
+    let reason = events[3].1["DeadLettered"]["reason"].as_str().unwrap();
+    assert!(reason.contains("redrive"), "{reason}");
     app.finish().await;
 }
 
 #[tokio::test]
-async fn a_worker_killed_after_telegram_took_the_message_leaves_a_recorded_duplicate_not_a_loss() {
+async fn a_worker_killed_after_telegram_took_the_message_leaves_a_dead_letter_not_a_duplicate() {
     // Planned, but no delivery role: the test runs the delivery workers itself.
     let app = spawn_app_with(
         Bus::InProcess,
@@ -397,20 +396,18 @@ async fn a_worker_killed_after_telegram_took_the_message_leaves_a_recorded_dupli
     app.wait_for_messages(1).await;
     attempt.abort();
     assert!(attempt.await.unwrap_err().is_cancelled());
-    // The next worker cannot know whether it arrived: it records that, and sends again.
+    // The next worker cannot know whether it arrived, and Telegram has no idempotency key: it records that and
+    // hands the message to an operator instead of risking a second copy in the chat.
     let second = worker(&app);
     assert_eq!(
         second.try_deliver_next().await.unwrap(),
-        workers::DeliveryOutcome::Interrupted
+        workers::DeliveryOutcome::DeadLettered
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the chat's one-a-second slot
     assert_eq!(
         second.try_deliver_next().await.unwrap(),
-        workers::DeliveryOutcome::Delivered
+        workers::DeliveryOutcome::Idle
     );
-    let delivered = app.telegram.delivered();
-    assert_eq!(delivered.len(), 2, "the chat shows it twice");
-    assert_eq!(delivered[0].text, delivered[1].text);
+    assert_eq!(app.telegram.delivered().len(), 1, "the chat shows it once");
     let audit: Value = app
         .get(&format!("/api/v1/audit/subscriptions/{subscription}"))
         .await
@@ -419,6 +416,41 @@ async fn a_worker_killed_after_telegram_took_the_message_leaves_a_recorded_dupli
         .unwrap();
     let text = audit.to_string();
     assert!(text.contains("was interrupted"), "{text}");
-    assert!(text.contains("possibly a duplicate"), "{text}");
+    assert!(text.contains("redrive it"), "{text}");
+    // An operator who knows the chat never got it sends it again, knowingly.
+    let (id,): (uuid::Uuid,) = sqlx::query_as("SELECT notification_id FROM notifications")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let redriven = app
+        .post_json(&format!("/api/v1/dlq/{id}/redrive"), json!({}))
+        .await;
+    assert_eq!(redriven.status(), 202);
+    // No delivery role runs here to queue it: the test does, as for the first attempt.
+    sqlx::query(
+        "INSERT INTO delivery_queue (notification_id, next_attempt_at, channel, chat_id)
+         VALUES ($1, now(), 'telegram', 31)",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // The chat's one-a-second slot may hold it back for a moment (Deferred), never longer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let outcome = second.try_deliver_next().await.unwrap();
+        if outcome == workers::DeliveryOutcome::Delivered {
+            break;
+        }
+        assert!(
+            matches!(
+                outcome,
+                workers::DeliveryOutcome::Deferred | workers::DeliveryOutcome::Idle
+            ) && Instant::now() < deadline,
+            "{outcome:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.telegram.delivered().len(), 2);
     app.finish().await;
 }

@@ -193,12 +193,26 @@ impl TelegramClient {
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        let response = request.send().await.map_err(|e| SendFailure {
-            code: None,
+        let response = request.send().await.map_err(|e| {
+            // A message whose request may have reached Telegram (it timed out or the connection broke after it
+            // was sent) may be in the chat already; Telegram has no idempotency key, so sending it again could
+            // show it twice. Only a failure to connect at all is known to have sent nothing.
+            let maybe_delivered = method == "sendMessage" && !e.is_connect();
             // The URL carries the bot token: never let it into the log.
-            description: e.without_url().to_string(),
-            retryable: true,
-            retry_after_secs: None,
+            let error = e.without_url();
+            SendFailure {
+                code: None,
+                description: if maybe_delivered {
+                    format!(
+                        "no answer from Telegram ({error}): the message may have arrived, so it is not sent \
+                         again (redrive it to send it anyway)"
+                    )
+                } else {
+                    error.to_string()
+                },
+                retryable: !maybe_delivered,
+                retry_after_secs: None,
+            }
         })?;
         let status = response.status();
         let parsed: Option<ApiResponse> = response.json().await.ok();

@@ -15,12 +15,13 @@
 //! **Exactly-once effects, per channel** (see docs/delivery.md). An attempt is recorded as started before the
 //! provider is called. A worker that finds a started attempt without an outcome (its predecessor died
 //! mid-call) cannot know whether the provider took the message; none of the four providers offers an
-//! idempotency key that would make a resend safe, so Herald records `AttemptInterrupted`, resends with the
-//! same key each channel does honour, and marks the delivery `possible_duplicate`:
+//! idempotency key that would make a resend safe, so Herald records `AttemptInterrupted` and, where the channel
+//! has a key its recipients' side does honour, resends with it and marks the delivery `possible_duplicate`:
 //! - email: the same `Message-ID` (`<notification-id@domain>`), by which mail stores and clients recognise a copy;
 //! - FCM: the same collapse key and notification tag: the device replaces the first with the second;
 //! - Web Push: the same `Topic` (the push service replaces an undelivered copy) and notification tag;
-//! - Telegram: no key exists; the duplicate is recorded, where an operator and the audit trail see it.
+//! - Telegram: no key exists, and a second message in a chat cannot be taken back: the notification is
+//!   dead-lettered instead (`ChannelKind::resend_is_harmless`), and an operator redrives it knowingly.
 
 mod send;
 
@@ -322,7 +323,7 @@ impl DeliveryWorker {
             let events = executor.execute(&id, command, &metadata).await?;
             tracing::warn!(
                 notification = %notification_id,
-                "an attempt was interrupted before its outcome was recorded; resending with the same idempotency key"
+                "an attempt was interrupted before its outcome was recorded"
             );
             metrics::counter!("herald_interrupted_attempts_total", "channel" => kind.as_str())
                 .increment(1);
