@@ -23,13 +23,15 @@ ENV LIBZ_SYS_STATIC=1 \
 #    file, and empty sources for every workspace crate. Every workspace member must be listed here (the test
 #    tests/deploy_files.rs checks that). Afterwards the placeholder crates (all named herald*) are forgotten, so
 #    that the real sources are compiled in step 2 whatever their timestamps.
+#    The fuzz crate's targets (fuzz/fuzz_targets) need no placeholders: `--bin herald` never builds them.
 COPY Cargo.toml Cargo.lock ./
 COPY domain/Cargo.toml domain/Cargo.toml
 COPY commands/Cargo.toml commands/build.rs commands/
 COPY projections/Cargo.toml projections/Cargo.toml
 COPY api/Cargo.toml api/build.rs api/
 COPY workers/Cargo.toml workers/Cargo.toml
-RUN for crate in domain commands projections api workers; do \
+COPY fuzz/Cargo.toml fuzz/Cargo.toml
+RUN for crate in domain commands projections api workers fuzz; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs"; \
     done \
     && mkdir -p src && touch src/lib.rs && echo 'fn main() {}' > src/main.rs \

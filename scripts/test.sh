@@ -60,6 +60,8 @@ trap 'kill "$TANSU_PID" 2>/dev/null || true; wait "$TANSU_PID" 2>/dev/null || tr
 for _ in $(seq 1 50); do port_open 127.0.0.1 "$KAFKA_PORT" && break; sleep 0.2; done
 port_open 127.0.0.1 "$KAFKA_PORT" || die "tansu did not start; see target/tansu.log"
 export HERALD_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+# The fault-injection suite starts a broker of its own, with this binary.
+export HERALD_TEST_TANSU="$TANSU"
 say "tansu on $HERALD_TEST_KAFKA_BROKERS, Postgres on $PG_HOST:$PG_PORT"
 
 # --- aiosmtpd: a real SMTP server for the email tests, in a venv of the project's own --------------------------

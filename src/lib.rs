@@ -168,6 +168,28 @@ pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
     connect_with(database_url, &PoolSettings::default()).await
 }
 
+/// How long a starting process waits for the broker before it gives up.
+const BROKER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Create the topic, waiting out a broker that is restarting: a process started while the broker is briefly
+/// away (both restarted together, or the broker's host rebooting) comes up when the broker does, instead of
+/// exiting and leaving the restart loop to an orchestrator.
+async fn ensure_topic_patiently(kafka: &KafkaConfig) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + BROKER_PATIENCE;
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match kafka.ensure_topic().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(error = %e, brokers = %kafka.brokers, "the broker is not answering yet; waiting");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// [`connect`] with the pool sized as configured.
 pub async fn connect_with(database_url: &str, pool: &PoolSettings) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = database_url
@@ -262,8 +284,27 @@ impl Running {
     }
 }
 
+/// A delivery holds its queue row's connection while it loads and records the notification on another, so
+/// `concurrency` deliveries need twice as many connections: with fewer, every delivery can hold one and wait
+/// for a second until the pool's acquire timeout (found by the fault-injection suite, with 4 connections and
+/// the default 8 deliveries). Refused at start, with the numbers, rather than discovered as a stall.
+fn check_pool_for_delivery(max_connections: u32, concurrency: usize) -> anyhow::Result<()> {
+    let needed = concurrency.saturating_mul(2);
+    if (max_connections as usize) < needed {
+        anyhow::bail!(
+            "HERALD_DELIVERY_CONCURRENCY={concurrency} needs HERALD_DATABASE_MAX_CONNECTIONS of at least {needed} \
+             (got {max_connections}): each delivery holds its queue row on one connection while it records the \
+             outcome on another; raise the connections or lower the concurrency"
+        );
+    }
+    Ok(())
+}
+
 /// Migrate, then start `roles` in this process.
 pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Running> {
+    if roles.contains(&Role::Delivery) {
+        check_pool_for_delivery(settings.pool.max_connections, settings.delivery.concurrency)?;
+    }
     let pool = connect_with(&settings.database_url, &settings.pool).await?;
     commands::migrate(&pool)
         .await
@@ -276,7 +317,7 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
 
     let (stream, publisher): (Stream, Arc<dyn Publisher>) = match &settings.kafka {
         Some(kafka) => {
-            kafka.ensure_topic().await.with_context(|| {
+            ensure_topic_patiently(kafka).await.with_context(|| {
                 format!(
                     "cannot create Kafka topic {:?} at {}",
                     kafka.topic, kafka.brokers
@@ -534,5 +575,22 @@ impl api::StreamStatus for KafkaStatus {
             .lag(&["projections", "planner", "delivery"])
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_pool_for_delivery;
+
+    #[test]
+    fn a_pool_too_small_for_the_delivery_concurrency_is_refused_with_the_numbers() {
+        assert!(check_pool_for_delivery(20, 8).is_ok());
+        assert!(check_pool_for_delivery(2, 1).is_ok());
+        let refused = check_pool_for_delivery(4, 8).unwrap_err().to_string();
+        assert!(
+            refused.contains("HERALD_DELIVERY_CONCURRENCY=8"),
+            "{refused}"
+        );
+        assert!(refused.contains("at least 16 (got 4)"), "{refused}");
     }
 }

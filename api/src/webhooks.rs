@@ -76,7 +76,8 @@ fn query_token(query: Option<&str>) -> Option<String> {
 /// The delivery is authenticated, normalized and recorded; the answer comes after the commit. It is
 /// authenticated by the project's webhook secret (the current one, or the previous one inside the rotation
 /// overlap), as each provider signs: GitHub `X-Hub-Signature-256`, GitLab `X-Gitlab-Token`, Jenkins
-/// `X-Herald-Token` (or `?token=`), CircleCI `circleci-signature`, generic `X-Herald-Signature-256` or
+/// `X-Herald-Token` (or `?token=`), CircleCI `circleci-signature`, generic `X-Herald-Signature-256` (over
+/// `<X-Herald-Timestamp>.<body>` when that header is sent, refused when it is more than 5 minutes off) or
 /// `X-Herald-Token`. An API key or token is optional; when one is presented it must be an admin's, or a
 /// producer's whose projects include this one. Every delivery to a known project, refused or not, is listed in
 /// the project's delivery log.
@@ -96,7 +97,7 @@ fn query_token(query: Option<&str>) -> Option<String> {
         (status = 202, body = WebhookAnswer,
             description = "recorded (or recognized as a duplicate, stale or ignored delivery)"),
         (status = 400, description = "a missing event header, or a body the provider's format does not parse"),
-        (status = 401, description = "missing or wrong signature or token"),
+        (status = 401, description = "missing or wrong signature or token, or a signed timestamp more than 5 minutes off"),
         (status = 403, description = "the API key presented may not post webhooks for this project"),
         (status = 404, description = "no such provider or project"),
         (status = 409, description = "concurrent changes to the build run; retry"),
@@ -197,6 +198,7 @@ async fn accept(
         headers: &headers,
         body: &body,
         query_token: token.as_deref(),
+        received_at,
     };
     seen.delivery_id = Some(provider.delivery_id(&request));
     let secrets = state.commands.webhook_secrets(&project).await?;

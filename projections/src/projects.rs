@@ -1,4 +1,8 @@
 //! `projects`: one row per project with its build counters and last verdict.
+//!
+//! The last verdict is the one completed last; verdicts of the same instant are ordered by their outcome and
+//! transition names, an arbitrary order but a fixed one, so the row is the same whichever run the stream
+//! delivered first (and equals a rebuild's).
 
 use async_trait::async_trait;
 use domain::{BuildRunEvent, ProjectEvent, StoredEvent};
@@ -36,8 +40,12 @@ impl Projection for ProjectsProjection {
                         builds_failed = builds_failed + $3::int,
                         builds_cancelled = builds_cancelled + $4::int,
                         last_build_at = GREATEST(last_build_at, $5),
-                        last_outcome = CASE WHEN last_build_at IS NULL OR $5 >= last_build_at THEN $6 ELSE last_outcome END,
-                        last_transition = CASE WHEN last_build_at IS NULL OR $5 >= last_build_at THEN $7 ELSE last_transition END
+                        last_outcome = CASE WHEN last_build_at IS NULL
+                                              OR ($5, $6, $7) >= (last_build_at, last_outcome, last_transition)
+                                            THEN $6 ELSE last_outcome END,
+                        last_transition = CASE WHEN last_build_at IS NULL
+                                              OR ($5, $6, $7) >= (last_build_at, last_outcome, last_transition)
+                                            THEN $7 ELSE last_transition END
                   WHERE project_id = $1",
             )
             .bind(run.project_id)

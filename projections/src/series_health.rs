@@ -2,7 +2,9 @@
 //! What the dashboard overview reads to say which projects are red and since when.
 //!
 //! The state follows the newest run by completion time: a verdict older than the one stored (a late webhook)
-//! leaves it as it is. Cancelled, skipped and action-required runs say nothing about health and are skipped.
+//! leaves it as it is. Two verdicts completed in the same instant are ordered by build run id, so the row does
+//! not depend on which arrived first: the stream delivers different runs in any order, and a rebuild reads
+//! them in log order; both must end in the same row (the fault-injection suite compares them). Cancelled, skipped and action-required runs say nothing about health and are skipped.
 
 use async_trait::async_trait;
 use domain::{BuildRunEvent, StoredEvent};
@@ -39,13 +41,13 @@ impl Projection for SeriesHealthProjection {
                                         last_build_run_id, failing_since)
              VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN NULL ELSE $4 END)
              ON CONFLICT (project_id, workflow, branch) DO UPDATE SET
-                 failing_since = CASE WHEN EXCLUDED.last_completed_at < series_health.last_completed_at
+                 failing_since = CASE WHEN (EXCLUDED.last_completed_at, EXCLUDED.last_build_run_id) < (series_health.last_completed_at, series_health.last_build_run_id)
                                           THEN series_health.failing_since
                                       WHEN $7 THEN NULL
                                       ELSE COALESCE(series_health.failing_since, EXCLUDED.last_completed_at) END,
-                 last_outcome = CASE WHEN EXCLUDED.last_completed_at < series_health.last_completed_at
+                 last_outcome = CASE WHEN (EXCLUDED.last_completed_at, EXCLUDED.last_build_run_id) < (series_health.last_completed_at, series_health.last_build_run_id)
                                          THEN series_health.last_outcome ELSE EXCLUDED.last_outcome END,
-                 last_build_run_id = CASE WHEN EXCLUDED.last_completed_at < series_health.last_completed_at
+                 last_build_run_id = CASE WHEN (EXCLUDED.last_completed_at, EXCLUDED.last_build_run_id) < (series_health.last_completed_at, series_health.last_build_run_id)
                                          THEN series_health.last_build_run_id ELSE EXCLUDED.last_build_run_id END,
                  last_completed_at = GREATEST(series_health.last_completed_at, EXCLUDED.last_completed_at)",
         )

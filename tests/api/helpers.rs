@@ -99,6 +99,59 @@ struct FakeState {
     limited: usize,
     /// `editMessageText` calls that changed a message: `(chat, message_id, new text)`.
     edits: Vec<(i64, i64, String)>,
+    /// Seeded misbehaviour for `sendMessage` calls the script does not decide.
+    chaos: Option<Chaos>,
+    /// Messages taken and then left without an answer (`AcceptThenHang`), so far.
+    hung: usize,
+}
+
+/// How often the fake misbehaves, as Telegram does on a bad day: each `sendMessage` draws one fate.
+#[derive(Clone, Copy, Debug)]
+pub struct ChaosRates {
+    /// 429 with `retry_after: 1`.
+    pub too_many_requests: f64,
+    /// 502 Bad Gateway, the message not taken.
+    pub server_error: f64,
+    /// Taken, answered after 200-800 ms (within the client's timeout).
+    pub slow: f64,
+    /// Not taken, and no answer for 30 s: the client times out.
+    pub timeout: f64,
+}
+
+struct Chaos {
+    rng: rand::rngs::StdRng,
+    rates: ChaosRates,
+}
+
+/// What chaos decided for one call.
+enum Fate {
+    Reply(Reply),
+    Slow(Duration),
+    Timeout,
+}
+
+impl Chaos {
+    fn draw(&mut self) -> Fate {
+        use rand::Rng;
+        let r: f64 = self.rng.gen();
+        let ChaosRates {
+            too_many_requests,
+            server_error,
+            slow,
+            timeout,
+        } = self.rates;
+        if r < too_many_requests {
+            Fate::Reply(Reply::TooManyRequests { retry_after: 1 })
+        } else if r < too_many_requests + server_error {
+            Fate::Reply(Reply::ServerError)
+        } else if r < too_many_requests + server_error + slow {
+            Fate::Slow(Duration::from_millis(self.rng.gen_range(200..800)))
+        } else if r < too_many_requests + server_error + slow + timeout {
+            Fate::Timeout
+        } else {
+            Fate::Reply(Reply::Ok)
+        }
+    }
 }
 
 /// Telegram's documented limits, with the slack the real service shows: a chat gets about one message a
@@ -148,12 +201,32 @@ async fn fake_bot_api(
         );
     }
     if method == "sendMessage" {
+        let fate = {
+            let mut guard = state.lock().unwrap();
+            match (guard.script.is_empty(), guard.chaos.as_mut()) {
+                (true, Some(chaos)) => Some(chaos.draw()),
+                _ => None,
+            }
+        };
+        match fate {
+            Some(Fate::Timeout) => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Json(json!({"ok": false, "error_code": 504, "description": "Gateway Timeout"})),
+                );
+            }
+            Some(Fate::Slow(delay)) => tokio::time::sleep(delay).await,
+            Some(Fate::Reply(reply)) => state.lock().unwrap().script.push_front(reply),
+            None => {}
+        }
         let hang = matches!(
             state.lock().unwrap().script.front(),
             Some(Reply::AcceptThenHang)
         );
         let answer = fake_send_message(&state, &body);
         if hang {
+            state.lock().unwrap().hung += 1;
             tokio::time::sleep(Duration::from_secs(600)).await;
         }
         return answer;
@@ -369,6 +442,30 @@ impl FakeTelegram {
             .filter(|(_, c)| *c == chat)
             .map(|(at, _)| *at)
             .collect()
+    }
+
+    /// From now on, misbehave at these rates (seeded, so a run can be repeated) where no script decides.
+    pub fn chaos(&self, seed: u64, rates: ChaosRates) {
+        use rand::SeedableRng;
+        self.state.lock().unwrap().chaos = Some(Chaos {
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            rates,
+        });
+    }
+
+    /// Forget the replies scripted and not used yet.
+    pub fn unscript(&self) {
+        self.state.lock().unwrap().script.clear();
+    }
+
+    /// Behave again.
+    pub fn calm(&self) {
+        self.state.lock().unwrap().chaos = None;
+    }
+
+    /// Messages taken and left unanswered (`AcceptThenHang`) so far.
+    pub fn hung(&self) -> usize {
+        self.state.lock().unwrap().hung
     }
 
     /// How many sends the rate limits refused.

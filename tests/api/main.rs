@@ -20,6 +20,7 @@ mod dlq;
 mod dry_run;
 mod e2e;
 mod email;
+mod faults;
 mod health;
 
 mod observability;

@@ -210,6 +210,58 @@ async fn a_shell_step_reports_a_build_with_the_generic_webhook() {
 }
 
 #[tokio::test]
+async fn a_signed_timestamp_older_than_five_minutes_is_refused_and_records_nothing() {
+    let app = spawn_app(Bus::InProcess).await;
+    let project = app.create_project("timestamped").await;
+    let body = serde_json::to_vec(&json!({
+        "repository": "acme/api", "workflow": "deploy", "run_id": 7, "status": "succeeded"
+    }))
+    .unwrap();
+    let post = |at: i64| {
+        let signature = commands::providers::generic::sign_timestamped(&project.secret, at, &body);
+        let at = at.to_string();
+        let app = &app;
+        let body = &body;
+        async move {
+            app.post_webhook(
+                "generic",
+                project.id,
+                "",
+                &[
+                    ("x-herald-timestamp", at.as_str()),
+                    ("x-herald-signature-256", signature.as_str()),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    let before = app.event_count().await;
+    let captured_long_ago = post(now - 3600).await;
+    assert_eq!(captured_long_ago.status(), 401);
+    let problem: Value = captured_long_ago.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("more than 5 minutes"),
+        "{problem}"
+    );
+    assert_eq!(app.event_count().await, before);
+
+    let fresh = post(now).await;
+    assert_eq!(fresh.status(), 202);
+    assert_eq!(fresh.json::<Value>().await.unwrap()["status"], "accepted");
+    let replayed = post(now).await;
+    assert_eq!(
+        replayed.json::<Value>().await.unwrap()["status"],
+        "duplicate"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn the_delivery_log_shows_what_became_of_each_delivery() {
     let app = spawn_app(Bus::InProcess).await;
     let project = app.create_project("log").await;

@@ -44,6 +44,11 @@ impl KafkaConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("socket.timeout.ms", "10000");
+        // librdkafka's own debug contexts (`cgrp,fetch`, `all`): what a consumer group is doing, for the rare
+        // day it does something surprising. Logged through `tracing` like the rest of librdkafka.
+        if let Ok(debug) = std::env::var("HERALD_KAFKA_DEBUG") {
+            config.set("debug", debug);
+        }
         config
     }
 

@@ -312,6 +312,7 @@ mod tests {
                 headers: &headers,
                 body: body.as_bytes(),
                 query_token: None,
+                received_at: chrono::Utc::now(),
             };
             assert_eq!(verify_signature(secret, &request), Ok(()), "{body}");
             assert_eq!(
@@ -325,6 +326,7 @@ mod tests {
             headers: &headers,
             body: b"x",
             query_token: None,
+            received_at: chrono::Utc::now(),
         };
         assert_eq!(
             verify_signature("s", &request),

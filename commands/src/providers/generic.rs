@@ -2,14 +2,55 @@
 //! docs/generic-webhook.schema.json), so anything that can run `curl` can report a build.
 //!
 //! Authenticated with `X-Herald-Token: <secret>` or, better, `X-Herald-Signature-256: sha256=<hex HMAC>`;
-//! deduplicated on `X-Herald-Delivery`, else on the body's hash.
+//! best, with `X-Herald-Timestamp: <unix seconds>` too, when the HMAC covers `<timestamp>.<body>` and a request
+//! more than [`REPLAY_WINDOW`](super::REPLAY_WINDOW) from Herald's clock is refused: a captured request cannot
+//! be replayed later. Deduplicated on `X-Herald-Delivery`, else on the body's hash.
 
 use chrono::{DateTime, Utc};
 use domain::{BuildEvent, BuildScope, BuildStatus, JobReport, PullRequest, RunInfo};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{herald_status, non_empty, parse, seconds_between, unknown, Normalized, PayloadError};
+use super::{
+    herald_status, non_empty, parse, seconds_between, unknown, verify_hmac_header, AuthError,
+    Normalized, PayloadError, WebhookRequest, REPLAY_WINDOW,
+};
+
+/// Check `X-Herald-Signature-256` over `<X-Herald-Timestamp>.<body>`, then the timestamp's age. The signature
+/// first: an unauthenticated caller learns nothing about Herald's clock.
+pub(crate) fn verify_timestamped(secret: &str, request: &WebhookRequest) -> Result<(), AuthError> {
+    const HEADER: &str = "X-Herald-Timestamp";
+    let raw = request
+        .header("x-herald-timestamp")
+        .ok_or(AuthError::Missing(HEADER))?;
+    let timestamp: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| AuthError::Malformed(HEADER))?;
+    verify_hmac_header(
+        secret,
+        &signed_message(timestamp, request.body),
+        request.header("x-herald-signature-256"),
+        "X-Herald-Signature-256",
+        "sha256=",
+    )?;
+    let sent = DateTime::from_timestamp(timestamp, 0).ok_or(AuthError::Malformed(HEADER))?;
+    if (request.received_at - sent).abs() > REPLAY_WINDOW {
+        return Err(AuthError::Stale(timestamp));
+    }
+    Ok(())
+}
+
+fn signed_message(timestamp: i64, body: &[u8]) -> Vec<u8> {
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(body);
+    message
+}
+
+/// `X-Herald-Signature-256` for a body sent with `X-Herald-Timestamp: <timestamp>`.
+pub fn sign_timestamped(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    super::sign(secret, &signed_message(timestamp, body))
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +197,73 @@ mod tests {
 
     fn normalize_json(value: serde_json::Value) -> Result<Normalized, PayloadError> {
         normalize(Uuid::nil(), value.to_string().as_bytes(), Utc::now())
+    }
+
+    fn timestamped(
+        secret: &str,
+        timestamp: &str,
+        body: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<(), AuthError> {
+        let signed_at = timestamp.parse().unwrap_or(0);
+        let headers = super::super::test_support::headers(&[
+            ("X-Herald-Timestamp", timestamp),
+            (
+                "X-Herald-Signature-256",
+                &sign_timestamped(secret, signed_at, body),
+            ),
+        ]);
+        super::super::Provider::Generic.authenticate(
+            "s3cret",
+            &WebhookRequest {
+                headers: &headers,
+                body,
+                query_token: None,
+                received_at,
+            },
+        )
+    }
+
+    #[test]
+    fn a_timestamped_signature_is_accepted_only_within_five_minutes() {
+        let now = Utc::now();
+        let body = br#"{"run_id":1}"#;
+        let at = |delta: i64| (now.timestamp() + delta).to_string();
+        assert_eq!(timestamped("s3cret", &at(0), body, now), Ok(()));
+        assert_eq!(timestamped("s3cret", &at(-299), body, now), Ok(()));
+        assert_eq!(timestamped("s3cret", &at(299), body, now), Ok(()));
+        let old = now.timestamp() - 301;
+        assert_eq!(
+            timestamped("s3cret", &old.to_string(), body, now),
+            Err(AuthError::Stale(old))
+        );
+        // A replay cannot move the timestamp: it is signed.
+        let headers = super::super::test_support::headers(&[
+            ("X-Herald-Timestamp", &at(0)),
+            (
+                "X-Herald-Signature-256",
+                &sign_timestamped("s3cret", old, body),
+            ),
+        ]);
+        let moved = WebhookRequest {
+            headers: &headers,
+            body,
+            query_token: None,
+            received_at: now,
+        };
+        assert_eq!(
+            super::super::Provider::Generic.authenticate("s3cret", &moved),
+            Err(AuthError::Mismatch)
+        );
+        // The wrong secret is refused before the clock is looked at.
+        assert_eq!(
+            timestamped("other", &old.to_string(), body, now),
+            Err(AuthError::Mismatch)
+        );
+        assert_eq!(
+            timestamped("s3cret", "yesterday", body, now),
+            Err(AuthError::Malformed("X-Herald-Timestamp"))
+        );
     }
 
     #[test]

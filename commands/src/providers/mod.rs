@@ -28,7 +28,15 @@ pub struct WebhookRequest<'a> {
     pub body: &'a [u8],
     /// `?token=` from the URL, for producers that cannot set headers (Jenkins' Notification plugin).
     pub query_token: Option<&'a str>,
+    /// When Herald received it: a signed timestamp older (or newer) than [`REPLAY_WINDOW`] is refused.
+    pub received_at: DateTime<Utc>,
 }
+
+/// How far a signed timestamp may lie from Herald's clock. Inside it, a replayed delivery is caught by its
+/// delivery id (recorded on the build run for good, so a replay changes nothing); outside it, the request is
+/// refused before anything is looked up. Five minutes, as Stripe and Slack use: room for clock skew and a slow
+/// proxy, too short to keep a captured request useful.
+pub const REPLAY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 impl WebhookRequest<'_> {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -58,6 +66,8 @@ pub enum AuthError {
     Malformed(&'static str),
     #[error("the signature or token does not match")]
     Mismatch,
+    #[error("the signed timestamp {0} is more than 5 minutes from Herald's clock: a replay, or a clock to fix")]
+    Stale(i64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +134,9 @@ impl Provider {
             ),
             Self::Circleci => circleci::verify_signature(secret, request),
             Self::Generic => match request.header("x-herald-signature-256") {
+                Some(_) if request.header("x-herald-timestamp").is_some() => {
+                    generic::verify_timestamped(secret, request)
+                }
                 Some(_) => verify_hmac_header(
                     secret,
                     request.body,
@@ -338,6 +351,7 @@ mod tests {
             headers,
             body,
             query_token: None,
+            received_at: Utc::now(),
         }
     }
 
@@ -382,6 +396,7 @@ mod tests {
             headers: &headers(&[]),
             body,
             query_token: Some("s3cret"),
+            received_at: Utc::now(),
         };
         assert_eq!(Provider::Jenkins.authenticate("s3cret", &jenkins), Ok(()));
     }

@@ -36,7 +36,7 @@ pub struct Bot {
 
 /// The parts of an update the bot uses.
 #[derive(Debug, Clone)]
-struct Incoming {
+pub struct Incoming {
     chat_id: ChatId,
     chat_kind: ChatKind,
     topic_id: Option<i64>,
@@ -91,18 +91,12 @@ impl Bot {
     /// Handle one update. Updates the bot has nothing to say to (other bots' commands, chatter in groups,
     /// kinds it did not ask for) are handled by doing nothing.
     pub async fn handle(&self, update: &Value) -> Result<(), BotError> {
-        let Some(incoming) = incoming(update) else {
+        let Some((incoming, parsed)) = read_update(update, self.username.as_deref()) else {
             return Ok(());
         };
         let target = ChatTarget {
             chat_id: incoming.chat_id.get(),
             topic_id: incoming.topic_id,
-        };
-        let parsed = match &incoming.input {
-            Input::Text(text) => command::parse(text, self.username.as_deref()),
-            Input::Button { data, .. } => {
-                command::parse_callback(data).ok_or(ParseError::NotACommand)
-            }
         };
         if let Input::Button { query_id, .. } = &incoming.input {
             // Stops the button's spinner; failing to is cosmetic.
@@ -469,6 +463,27 @@ fn language(incoming: &Incoming, linked: Option<&Linked>) -> Language {
 }
 
 /// Read the parts of an update the bot uses; `None` for kinds it does not handle.
+/// What an update asks of the bot: the pure part of [`Bot::handle`], on its own so it can be fuzzed (it reads
+/// whatever Telegram, or anyone who can reach the webhook, sends). `None` for updates the bot does not read.
+pub fn read_update(
+    update: &Value,
+    bot_username: Option<&str>,
+) -> Option<(Incoming, Result<BotCommand, ParseError>)> {
+    let incoming = incoming(update)?;
+    let parsed = match &incoming.input {
+        Input::Text(text) => command::parse(text, bot_username),
+        Input::Button { data, .. } => command::parse_callback(data).ok_or(ParseError::NotACommand),
+    };
+    Some((incoming, parsed))
+}
+
+impl Incoming {
+    /// The chat the update came from.
+    pub fn chat_id(&self) -> i64 {
+        self.chat_id.get()
+    }
+}
+
 fn incoming(update: &Value) -> Option<Incoming> {
     let (message, input, from) = if let Some(message) = update.get("message") {
         let text = message["text"].as_str()?.to_owned();
