@@ -162,6 +162,52 @@ enum BenchScenario {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Webhook → `sendMessage` at a fake Telegram, open-loop, through Kafka (when brokers are configured) and
+    /// the in-process bus; beside the webhook's own 202 at the same rate.
+    E2e {
+        /// Seconds per offered rate.
+        #[arg(long, default_value_t = 5)]
+        step_seconds: u64,
+        /// Kafka brokers (default: `kafka_brokers` from the configuration); without any, the in-process bus only.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Outbox → Kafka for N generated events, beside raw rdkafka produce of the same events.
+    Relay {
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Kafka brokers (default: `kafka_brokers` from the configuration).
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// One failed run to N chats at a fake Telegram that enforces the per-chat limit (429s counted), beside a
+    /// plain HTTP client sending the same messages.
+    Delivery {
+        #[arg(long, default_value_t = 10_000)]
+        chats: u64,
+        /// Notifications in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Many users at once (readers, webhook writers, live streams) against a `herald run` child process, and its
+    /// memory idle and over the run (a soak with a long `--seconds`).
+    Load {
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Runs in the read model.
+        #[arg(long, default_value_t = 100_000)]
+        builds: u64,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Rebuild all read models from N generated events, beside `COPY ... TO` of the same table.
     Rebuild {
         #[arg(long, default_value_t = 1_000_000)]
@@ -481,6 +527,83 @@ async fn run(cli: Cli, settings: herald::Settings) -> anyhow::Result<()> {
                         std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
                     }
                 }
+                BenchScenario::E2e {
+                    step_seconds,
+                    brokers,
+                    json,
+                } => {
+                    use herald::ops::bench_pipeline::{self as pipeline, Bus};
+                    let mut buses = Vec::new();
+                    match brokers.or_else(|| settings.kafka.as_ref().map(|k| k.brokers.clone())) {
+                        Some(brokers) => buses.push(Bus::Kafka(brokers)),
+                        None => eprintln!(
+                            "no Kafka brokers configured (--brokers or HERALD_KAFKA_BROKERS): the in-process bus only"
+                        ),
+                    }
+                    buses.push(Bus::InProcess);
+                    let result = pipeline::end_to_end(
+                        &settings.database_url,
+                        &buses,
+                        (10.0, 12_800.0),
+                        Duration::from_secs(step_seconds.max(1)),
+                    )
+                    .await?;
+                    pipeline::print_end_to_end(&result);
+                    write_json(json, &result)?;
+                }
+                BenchScenario::Relay {
+                    events,
+                    brokers,
+                    json,
+                } => {
+                    let brokers = brokers
+                        .or_else(|| settings.kafka.as_ref().map(|k| k.brokers.clone()))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "the relay benchmark needs a Kafka broker: --brokers or HERALD_KAFKA_BROKERS"
+                            )
+                        })?;
+                    let result = herald::ops::bench_pipeline::relay(
+                        &settings.database_url,
+                        &brokers,
+                        events.max(1),
+                    )
+                    .await?;
+                    herald::ops::bench_pipeline::print_relay(&result);
+                    write_json(json, &result)?;
+                }
+                BenchScenario::Delivery {
+                    chats,
+                    concurrency,
+                    json,
+                } => {
+                    let result = herald::ops::bench_pipeline::delivery(
+                        &settings.database_url,
+                        chats.max(1),
+                        concurrency.max(1),
+                    )
+                    .await?;
+                    herald::ops::bench_pipeline::print_delivery(&result);
+                    write_json(json, &result)?;
+                }
+                BenchScenario::Load {
+                    users,
+                    seconds,
+                    builds,
+                    json,
+                } => {
+                    let exe = std::env::current_exe()?;
+                    let result = herald::ops::bench_load::load(
+                        &exe,
+                        &settings.database_url,
+                        users,
+                        seconds,
+                        builds,
+                    )
+                    .await?;
+                    herald::ops::bench_load::print(&result);
+                    write_json(json, &result)?;
+                }
                 BenchScenario::Ingest {
                     step_seconds,
                     concurrency,
@@ -632,4 +755,16 @@ impl From<DlqAction> for herald::ops::dlq::Action {
             DlqAction::Discard { id, reason } => Action::Discard(id, reason),
         }
     }
+}
+
+/// Write a benchmark's figures as JSON where `--json` asked for them.
+fn write_json(
+    path: Option<std::path::PathBuf>,
+    figures: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(&path, serde_json::to_vec_pretty(figures)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }

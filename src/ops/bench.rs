@@ -96,7 +96,7 @@ async fn insert(conn: &mut PgConnection, rows: &[Row]) -> anyhow::Result<()> {
 }
 
 /// N events: 20 projects, then runs of three events each (queued, started, verdict), 1 in 5 failing.
-async fn generate(pool: &PgPool, events: u64) -> anyhow::Result<u64> {
+pub(crate) async fn generate(pool: &PgPool, events: u64) -> anyhow::Result<u64> {
     let mut conn = pool.acquire().await?;
     sqlx::query("ALTER TABLE events DISABLE TRIGGER events_to_outbox")
         .execute(&mut *conn)

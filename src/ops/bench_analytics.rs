@@ -77,7 +77,7 @@ pub async fn analytics(
     .await
 }
 
-async fn seed(pool: &sqlx::PgPool, builds: u64) -> anyhow::Result<()> {
+pub(crate) async fn seed(pool: &sqlx::PgPool, builds: u64) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO projects (project_id, name, secret_version, created_at, updated_at, builds_finished,
                                last_build_at, last_outcome, last_transition)

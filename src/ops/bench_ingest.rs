@@ -59,11 +59,11 @@ pub struct IngestBench {
 }
 
 /// What one request does: `Ok` when the target acknowledged it durably.
-type Send =
+pub(crate) type Send =
     Arc<dyn Fn(u64) -> futures::future::BoxFuture<'static, bool> + Sync + std::marker::Send>;
 
 /// Offer `rate` requests per second for `duration`, at most `concurrency` in flight.
-async fn open_loop(
+pub(crate) async fn open_loop(
     target: &'static str,
     send: Send,
     rate: f64,
@@ -116,15 +116,17 @@ async fn open_loop(
     }
 }
 
-/// Step `send` through rising rates until it stops keeping up; returns every step and the highest sustained.
-async fn find_max(
+/// Step `send` through doubling rates from `rates.0` until it stops keeping up or reaches `rates.1`; returns
+/// every step and the highest rate sustained.
+pub(crate) async fn find_max(
     target: &'static str,
     send: Send,
+    rates: (f64, f64),
     step: Duration,
     concurrency: usize,
     steps: &mut Vec<Step>,
 ) -> f64 {
-    let mut rate = 50.0;
+    let (mut rate, last_rate) = rates;
     let mut best = 0.0;
     let mut next_id = 0;
     loop {
@@ -136,7 +138,7 @@ async fn find_max(
         );
         let sustained = result.sustained();
         steps.push(result);
-        if !sustained || rate >= 12_800.0 {
+        if !sustained || rate >= last_rate {
             return best;
         }
         best = rate;
@@ -187,7 +189,15 @@ async fn run(
             })
         })
     };
-    let baseline_max = find_max("insert", insert, step, concurrency, &mut steps).await;
+    let baseline_max = find_max(
+        "insert",
+        insert,
+        (50.0, 12_800.0),
+        step,
+        concurrency,
+        &mut steps,
+    )
+    .await;
     pool.close().await;
 
     // Herald all-in-one on the same server: API, relay and every consumer (nothing is sent: no bot token).
@@ -224,7 +234,15 @@ async fn run(
             .body(body);
         Box::pin(async move { matches!(request.send().await, Ok(r) if r.status() == 202) })
     });
-    let herald_max = find_max("herald", post.clone(), step, concurrency, &mut steps).await;
+    let herald_max = find_max(
+        "herald",
+        post.clone(),
+        (50.0, 12_800.0),
+        step,
+        concurrency,
+        &mut steps,
+    )
+    .await;
     let at_half_max = if herald_max > 0.0 {
         eprintln!("herald at half its maximum:");
         let half = open_loop(

@@ -9,7 +9,7 @@ mod analytics;
 mod audit;
 mod auth;
 mod backup;
-mod bench_delivery;
+mod benchmarks;
 mod bot;
 mod bounces;
 mod channels;
