@@ -116,6 +116,9 @@ impl Projector {
                 tx.commit().await?;
                 result.applied += 1;
             } else {
+                // Ended here rather than on drop: a rollback left to the drop is only queued, and the pooled
+                // connection's next `BEGIN` can find the old transaction still open.
+                tx.rollback().await?;
                 result.skipped += 1;
             }
         }

@@ -15,7 +15,7 @@
 //!
 //! The read model holds `builds` generated runs (as `herald bench analytics` seeds them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +48,8 @@ pub struct LoadBench {
     /// SSE frames (events and heartbeats) the live users received in all.
     pub live_frames: u64,
     pub errors: u64,
+    /// Why requests failed, `<kind>: <reason>` → how many.
+    pub error_reasons: BTreeMap<String, u64>,
     pub idle_rss_mib: f64,
     pub peak_rss_mib: f64,
     /// Mean resident memory over the first and the last fifth of the run.
@@ -151,21 +153,41 @@ fn mean(values: &[f64]) -> f64 {
 struct Tally {
     latencies: Mutex<HashMap<&'static str, Vec<f64>>>,
     errors: Mutex<HashMap<&'static str, u64>>,
+    /// Why requests failed, `<kind>: <reason>` → how many.
+    reasons: Mutex<BTreeMap<String, u64>>,
     live_frames: AtomicU64,
 }
 
 impl Tally {
-    async fn record(&self, kind: &'static str, outcome: Option<f64>) {
+    async fn record(&self, kind: &'static str, outcome: Result<f64, String>) {
         match outcome {
-            Some(ms) => self
+            Ok(ms) => self
                 .latencies
                 .lock()
                 .await
                 .entry(kind)
                 .or_default()
                 .push(ms),
-            None => *self.errors.lock().await.entry(kind).or_default() += 1,
+            Err(reason) => {
+                *self.errors.lock().await.entry(kind).or_default() += 1;
+                *self.reasons.lock().await.entry(reason).or_default() += 1;
+            }
         }
+    }
+}
+
+/// What went wrong with a request, in a word or two.
+fn error_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "broken body"
+    } else if e.is_request() {
+        "request failed (connection closed?)"
+    } else {
+        "failed"
     }
 }
 
@@ -260,10 +282,19 @@ async fn run(
                 .await;
             let mut response = match response {
                 Ok(r) if r.status() == 200 => r,
-                _ => return tally.record("live", None).await,
+                Ok(r) => {
+                    return tally
+                        .record("live", Err(format!("live: HTTP {}", r.status())))
+                        .await
+                }
+                Err(e) => {
+                    return tally
+                        .record("live", Err(format!("live: {}", error_kind(&e))))
+                        .await
+                }
             };
             tally
-                .record("live", Some(opened.elapsed().as_secs_f64() * 1000.0))
+                .record("live", Ok(opened.elapsed().as_secs_f64() * 1000.0))
                 .await;
             loop {
                 let chunk = tokio::time::timeout_at(deadline.into(), response.chunk()).await;
@@ -276,7 +307,9 @@ async fn run(
                     // The stream ended or broke before the run did.
                     Ok(_) => {
                         tracing::warn!(user, "a live stream ended early");
-                        return tally.record("live", None).await;
+                        return tally
+                            .record("live", Err("live: the stream ended early".into()))
+                            .await;
                     }
                 }
             }
@@ -306,17 +339,20 @@ async fn run(
                 });
                 let body = serde_json::to_vec(&body).unwrap_or_default();
                 let signature = commands::providers::sign(secret, &body);
-                let ok = http
+                let answer = http
                     .post(format!("{base}/api/v1/webhooks/generic/{project}"))
                     .header("content-type", "application/json")
                     .header("x-herald-signature-256", signature)
                     .header("x-herald-delivery", format!("load-{user}-{k}"))
                     .body(body)
                     .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 202);
-                let latency = ok.then(|| due.elapsed().as_secs_f64() * 1000.0);
-                tally.record("webhook", latency).await;
+                    .await;
+                let outcome = match answer {
+                    Ok(r) if r.status() == 202 => Ok(due.elapsed().as_secs_f64() * 1000.0),
+                    Ok(r) => Err(format!("webhook: HTTP {}", r.status())),
+                    Err(e) => Err(format!("webhook: {}", error_kind(&e))),
+                };
+                tally.record("webhook", outcome).await;
                 k += 1;
             }
         }));
@@ -344,12 +380,15 @@ async fn run(
                         format!("/api/v1/projects/{project}/statistics"),
                     ),
                 };
-                let ok = match http.get(format!("{base}{path}")).send().await {
-                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                    _ => false,
+                let outcome = match http.get(format!("{base}{path}")).send().await {
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => Ok(due.elapsed().as_secs_f64() * 1000.0),
+                        Err(e) => Err(format!("{kind}: body {}", error_kind(&e))),
+                    },
+                    Ok(r) => Err(format!("{kind}: HTTP {}", r.status())),
+                    Err(e) => Err(format!("{kind}: {}", error_kind(&e))),
                 };
-                let latency = ok.then(|| due.elapsed().as_secs_f64() * 1000.0);
-                tally.record(kind, latency).await;
+                tally.record(kind, outcome).await;
                 k += 1;
             }
         }));
@@ -375,6 +414,7 @@ async fn run(
     };
     let mut latencies = std::mem::take(&mut *tally.latencies.lock().await);
     let errors = std::mem::take(&mut *tally.errors.lock().await);
+    let error_reasons = std::mem::take(&mut *tally.reasons.lock().await);
     let mut kinds = Vec::new();
     for kind in ["overview", "projects", "statistics", "webhook", "live"] {
         let mut all = latencies.remove(kind).unwrap_or_default();
@@ -399,6 +439,7 @@ async fn run(
         errors: kinds.iter().map(|k| k.errors).sum(),
         kinds,
         live_frames: tally.live_frames.load(Ordering::Relaxed),
+        error_reasons,
         idle_rss_mib,
         peak_rss_mib,
         rss_first_fifth_mib: mean(&samples[..fifth]),
@@ -424,4 +465,7 @@ pub fn print(bench: &LoadBench) {
         bench.live_frames,
         bench.errors
     );
+    for (reason, count) in &bench.error_reasons {
+        println!("  {count} × {reason}");
+    }
 }

@@ -110,6 +110,19 @@ impl FakeTelegram {
         }
         true
     }
+
+    /// Wait until no message arrived for `quiet`, or `timeout` passed.
+    pub async fn wait_until_quiet(&self, quiet: Duration, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let (mut seen, mut since) = (self.sent(), Instant::now());
+        while Instant::now() < deadline && since.elapsed() < quiet {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.sent();
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+        }
+    }
 }
 
 impl Drop for FakeTelegram {
