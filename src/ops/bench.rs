@@ -214,6 +214,34 @@ pub(crate) async fn generate(pool: &PgPool, events: u64) -> anyhow::Result<u64> 
 
 /// Run `work` against a scratch database `<name>_<pid>` on the server of `database_url`, created here and
 /// dropped afterwards whatever `work` returned.
+/// A new reader API key, and an HTTP client that sends it with every request: the dashboard's users.
+pub(crate) async fn reader_client(
+    pool: &PgPool,
+    connections: usize,
+    timeout: std::time::Duration,
+) -> anyhow::Result<reqwest::Client> {
+    let key = api::auth::keys::ApiKeys::new(pool.clone())
+        .create(&api::auth::keys::KeySpec {
+            name: "bench",
+            role: api::auth::Role::Reader,
+            projects: &[],
+            subscriber_id: None,
+            expires_at: None,
+        })
+        .await?
+        .key;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse()?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(connections)
+        .timeout(timeout)
+        .build()?)
+}
+
 pub(crate) async fn in_scratch_database<T>(
     database_url: &str,
     name: &str,

@@ -234,26 +234,7 @@ async fn run(
     settings.limits.api = unlimited;
     settings.limits.webhooks = unlimited;
     settings.pool.max_connections = 32;
-    let key = api::auth::keys::ApiKeys::new(pool.clone())
-        .create(&api::auth::keys::KeySpec {
-            name: "bench",
-            role: api::auth::Role::Reader,
-            projects: &[],
-            subscriber_id: None,
-            expires_at: None,
-        })
-        .await?
-        .key;
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {key}").parse()?,
-    );
-    let http = reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(clients)
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let http = super::bench::reader_client(&pool, clients, Duration::from_secs(60)).await?;
     let projects: Arc<Vec<String>> = Arc::new(
         sqlx::query_scalar::<_, uuid::Uuid>("SELECT project_id FROM projects ORDER BY name")
             .fetch_all(&pool)

@@ -37,6 +37,22 @@ pub struct Step {
 }
 
 impl Step {
+    /// The step as a table row, from the target on.
+    pub fn row(&self) -> String {
+        format!(
+            "{:<8}  {:>9.0}  {:>10.0}  {:>6.1}  {:>7.1}  {:>7.1}  {:>8.1}  {:>6}  {:.0} MiB",
+            self.target,
+            self.offered_per_second,
+            self.achieved_per_second,
+            self.p50_ms,
+            self.p90_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.errors,
+            self.peak_rss_mib
+        )
+    }
+
     fn sustained(&self) -> bool {
         self.errors == 0
             && self.achieved_per_second >= 0.95 * self.offered_per_second
@@ -283,19 +299,7 @@ async fn run(
 pub fn print(bench: &IngestBench) {
     println!("scenario  target    offered/s  achieved/s  p50 ms   p90 ms   p99 ms  p99.9 ms  errors  peak RSS");
     for s in bench.steps.iter().chain(bench.at_half_max.iter()) {
-        println!(
-            "{:<8}  {:<8}  {:>9.0}  {:>10.0}  {:>6.1}  {:>7.1}  {:>7.1}  {:>8.1}  {:>6}  {:.0} MiB",
-            bench.scenario,
-            s.target,
-            s.offered_per_second,
-            s.achieved_per_second,
-            s.p50_ms,
-            s.p90_ms,
-            s.p99_ms,
-            s.p999_ms,
-            s.errors,
-            s.peak_rss_mib
-        );
+        println!("{:<8}  {}", bench.scenario, s.row());
     }
     println!(
         "max sustained: herald {:.0}/s, INSERT baseline {:.0}/s, ratio {:.2}",

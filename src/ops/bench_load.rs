@@ -223,32 +223,13 @@ async fn run(
         let name = domain::ProjectName::parse(&format!("load-{i}"))?;
         writable.push(commands.create_project(name, &Default::default()).await?);
     }
-    let key = api::auth::keys::ApiKeys::new(pool.clone())
-        .create(&api::auth::keys::KeySpec {
-            name: "load",
-            role: api::auth::Role::Reader,
-            projects: &[],
-            subscriber_id: None,
-            expires_at: None,
-        })
-        .await?
-        .key;
     let readable: Vec<uuid::Uuid> =
         sqlx::query_scalar("SELECT project_id FROM projects ORDER BY name LIMIT 100")
             .fetch_all(&pool)
             .await?;
 
     let mut herald = Herald::start(exe, &url)?;
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {key}").parse()?,
-    );
-    let http = reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(users)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = super::bench::reader_client(&pool, users, Duration::from_secs(30)).await?;
     // CI systems post webhooks with their signature alone, no API key.
     let hooks = reqwest::Client::builder()
         .pool_max_idle_per_host(users)

@@ -517,20 +517,7 @@ pub fn print_end_to_end(bench: &EndToEndBench) {
             .chain(run.at_half_max.iter())
             .chain(run.accepted_at_half_max.iter())
         {
-            println!(
-                "{:<8}  {:<10}  {:<8}  {:>9.0}  {:>10.0}  {:>6.1}  {:>7.1}  {:>7.1}  {:>8.1}  {:>6}  {:.0} MiB",
-                bench.scenario,
-                run.bus,
-                s.target,
-                s.offered_per_second,
-                s.achieved_per_second,
-                s.p50_ms,
-                s.p90_ms,
-                s.p99_ms,
-                s.p999_ms,
-                s.errors,
-                s.peak_rss_mib
-            );
+            println!("{:<8}  {:<10}  {}", bench.scenario, run.bus, s.row());
         }
         println!(
             "{}: max {:.0} runs/s to sendMessage",
