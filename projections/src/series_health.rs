@@ -4,7 +4,8 @@
 //! The state follows the newest run by completion time: a verdict older than the one stored (a late webhook)
 //! leaves it as it is. Two verdicts completed in the same instant are ordered by build run id, so the row does
 //! not depend on which arrived first: the stream delivers different runs in any order, and a rebuild reads
-//! them in log order; both must end in the same row (the fault-injection suite compares them). Cancelled, skipped and action-required runs say nothing about health and are skipped.
+//! them in log order; both must end in the same row (the fault-injection suite compares them). Cancelled,
+//! skipped and action-required runs say nothing about health and are skipped.
 
 use async_trait::async_trait;
 use domain::{BuildRunEvent, StoredEvent};

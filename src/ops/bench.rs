@@ -214,6 +214,18 @@ pub(crate) async fn generate(pool: &PgPool, events: u64) -> anyhow::Result<u64> 
 
 /// Run `work` against a scratch database `<name>_<pid>` on the server of `database_url`, created here and
 /// dropped afterwards whatever `work` returned.
+/// Settings for a Herald the benchmark starts in its own process: API on a free port, and no rate limits (the
+/// load comes from one address, which the per-client limits would refuse as abusive).
+pub(crate) fn unlimited_settings(options: &PgConnectOptions) -> anyhow::Result<crate::Settings> {
+    use sqlx::ConnectOptions as _;
+    let mut settings = crate::Settings::new(options.to_url_lossy().to_string());
+    settings.listen = "127.0.0.1:0".parse()?;
+    let unlimited = api::limits::Rate::new(1_000_000, 1_000_000).context("rate")?;
+    settings.limits.api = unlimited;
+    settings.limits.webhooks = unlimited;
+    Ok(settings)
+}
+
 /// A new reader API key, and an HTTP client that sends it with every request: the dashboard's users.
 pub(crate) async fn reader_client(
     pool: &PgPool,

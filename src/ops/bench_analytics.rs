@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
@@ -228,11 +227,7 @@ async fn run(
     let seed_seconds = seeding.elapsed().as_secs_f64();
     eprintln!("  {seed_seconds:.1} s");
 
-    let mut settings = crate::Settings::new(url.clone());
-    settings.listen = "127.0.0.1:0".parse()?;
-    let unlimited = api::limits::Rate::new(1_000_000, 1_000_000).context("rate")?;
-    settings.limits.api = unlimited;
-    settings.limits.webhooks = unlimited;
+    let mut settings = super::bench::unlimited_settings(&options)?;
     settings.pool.max_connections = 32;
     let http = super::bench::reader_client(&pool, clients, Duration::from_secs(60)).await?;
     let projects: Arc<Vec<String>> = Arc::new(

@@ -11,11 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::ConnectOptions;
 use tokio::sync::Semaphore;
 
 const FIXTURE: &str =
@@ -218,11 +216,7 @@ async fn run(
 
     // Herald all-in-one on the same server: API, relay and every consumer (nothing is sent: no bot token).
     eprintln!("herald: signed GitHub webhooks over HTTP, {concurrency} connections");
-    let mut settings = crate::Settings::new(options.to_url_lossy().to_string());
-    settings.listen = "127.0.0.1:0".parse()?;
-    let unlimited = api::limits::Rate::new(1_000_000, 1_000_000).context("rate")?;
-    settings.limits.api = unlimited;
-    settings.limits.webhooks = unlimited;
+    let mut settings = super::bench::unlimited_settings(&options)?;
     settings.pool.max_connections = (concurrency as u32 + 8).max(20);
     let running = crate::start(&settings, &crate::Role::ALL).await?;
     let addr = running.http_addr;

@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 use uuid::Uuid;
 use workers::telegram::TelegramConfig;
 use workers::{KafkaConfig, KafkaPublisher};
@@ -80,15 +79,6 @@ pub struct EndToEnd {
 pub struct EndToEndBench {
     pub scenario: &'static str,
     pub runs: Vec<EndToEnd>,
-}
-
-fn unlimited_settings(url: String) -> anyhow::Result<crate::Settings> {
-    let mut settings = crate::Settings::new(url);
-    settings.listen = "127.0.0.1:0".parse()?;
-    let unlimited = api::limits::Rate::new(1_000_000, 1_000_000).context("rate")?;
-    settings.limits.api = unlimited;
-    settings.limits.webhooks = unlimited;
-    Ok(settings)
 }
 
 fn telegram(fake: &FakeTelegram) -> TelegramConfig {
@@ -201,7 +191,7 @@ async fn end_to_end_on(
         })
         .await?,
     );
-    let mut settings = unlimited_settings(options.to_url_lossy().to_string())?;
+    let mut settings = super::bench::unlimited_settings(&options)?;
     settings.kafka = bus.config("e2e");
     settings.telegram = Some(telegram(&fake));
     settings.delivery.telegram_limits.per_chat_per_sec = 0;
@@ -334,13 +324,7 @@ pub async fn relay(database_url: &str, brokers: &str, events: u64) -> anyhow::Re
             .map(domain::StoredEvent::from)
             .map(|e| Ok((e.aggregate_id.clone(), serde_json::to_vec(&e)?)))
             .collect::<anyhow::Result<_>>()?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", "30000")
-            .create()?;
+        let producer = baseline_config.producer()?;
         eprintln!("baseline: raw produce of {events} events");
         super::bench::reset_peak_rss();
         let started = Instant::now();
@@ -447,7 +431,7 @@ pub async fn delivery(
         let baseline_rate = chats as f64 / started.elapsed().as_secs_f64();
         let baseline_sent = fake.sent();
 
-        let mut settings = unlimited_settings(options.to_url_lossy().to_string())?;
+        let mut settings = super::bench::unlimited_settings(&options)?;
         settings.telegram = Some(telegram(&fake));
         // Telegram's per-chat limit on (the fake enforces it); the overall 30/s bot limit off, as for a bot
         // with paid broadcasts: with it on, Herald sends 30/s by design.
