@@ -233,6 +233,7 @@ async fn run(
     // CI systems post webhooks with their signature alone, no API key.
     let hooks = reqwest::Client::builder()
         .pool_max_idle_per_host(users)
+        .pool_idle_timeout(super::bench::CLIENT_IDLE)
         .timeout(Duration::from_secs(30))
         .build()?;
     herald.ready(&http).await?;
