@@ -135,6 +135,35 @@ impl Drop for Herald {
     }
 }
 
+/// One user's fixed schedule: a turn due at `first + k seconds` for k = 0, 1, … before `deadline`, kept
+/// whatever the answers take (a late answer makes the next request late, and its latency counts from its turn).
+struct Schedule {
+    first: Instant,
+    deadline: Instant,
+    k: u64,
+}
+
+impl Schedule {
+    fn new(first: Instant, deadline: Instant) -> Self {
+        Self {
+            first,
+            deadline,
+            k: 0,
+        }
+    }
+
+    /// Wait for the next turn; its number and when it was due, or `None` once the run is over.
+    async fn next(&mut self) -> Option<(u64, Instant)> {
+        let due = self.first + Duration::from_secs(self.k);
+        if due >= self.deadline {
+            return None;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        self.k += 1;
+        Some((self.k - 1, due))
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -304,13 +333,8 @@ async fn run(
             (hooks.clone(), base.clone(), tally.clone(), writable.clone());
         let offset = Duration::from_secs_f64(user as f64 / writers as f64);
         tasks.push(tokio::spawn(async move {
-            let mut k = 0_u64;
-            loop {
-                let due = start + offset + Duration::from_secs(k);
-                if due >= deadline {
-                    return;
-                }
-                tokio::time::sleep_until(due.into()).await;
+            let mut schedule = Schedule::new(start + offset, deadline);
+            while let Some((k, due)) = schedule.next().await {
                 let (project, secret) = &writable[user % writable.len()];
                 let body = serde_json::json!({
                     "repository": format!("acme/load-{}", user % writable.len()),
@@ -335,7 +359,6 @@ async fn run(
                     Err(e) => Err(format!("webhook: {}", error_kind(&e))),
                 };
                 tally.record("webhook", outcome).await;
-                k += 1;
             }
         }));
     }
@@ -346,13 +369,8 @@ async fn run(
             (http.clone(), base.clone(), tally.clone(), readable.clone());
         let offset = Duration::from_secs_f64(user as f64 / readers as f64);
         tasks.push(tokio::spawn(async move {
-            let mut k = 0_u64;
-            loop {
-                let due = start + offset + Duration::from_secs(k);
-                if due >= deadline {
-                    return;
-                }
-                tokio::time::sleep_until(due.into()).await;
+            let mut schedule = Schedule::new(start + offset, deadline);
+            while let Some((k, due)) = schedule.next().await {
                 let project = readable[(user + k as usize) % readable.len().max(1)];
                 let (kind, path) = match (user as u64 + k) % 3 {
                     0 => ("overview", "/api/v1/dashboard/overview".to_owned()),
@@ -371,7 +389,6 @@ async fn run(
                     Err(e) => Err(format!("{kind}: {}", error_kind(&e))),
                 };
                 tally.record(kind, outcome).await;
-                k += 1;
             }
         }));
     }
