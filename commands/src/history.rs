@@ -19,11 +19,14 @@ impl PgBuildHistory {
 impl BuildHistory for PgBuildHistory {
     /// The latest earlier run (by provider run id, then attempt) of the same workflow on the same branch that
     /// passed or failed. Earlier by run id, not by arrival: a late webhook for an old run does not become "previous".
+    /// The branch is matched through the key of the `build_verdicts_previous` index (migration 0016), so this is
+    /// one index probe whatever the length of the history.
     async fn previous_run(&self, run: &RunInfo) -> Result<Option<PreviousRun>, String> {
         let row: Option<(String, String, i32)> = sqlx::query_as(
             "SELECT build_run_id, outcome, failure_streak FROM build_verdicts
               WHERE project_id = $1 AND provider = $2 AND repository = $3 AND workflow = $4
-                AND branch IS NOT DISTINCT FROM $5 AND (run_id, attempt) < ($6, $7)
+                AND COALESCE('b:' || branch, 'none') = COALESCE('b:' || $5, 'none')
+                AND (run_id, attempt) < ($6, $7)
               ORDER BY run_id DESC, attempt DESC LIMIT 1",
         )
         .bind(run.project_id)

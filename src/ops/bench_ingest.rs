@@ -130,8 +130,12 @@ pub(crate) async fn open_loop(
     }
 }
 
-/// Step `send` through doubling rates from `rates.0` until it stops keeping up or reaches `rates.1`; returns
-/// every step and the highest rate sustained.
+/// Step `send` through doubling rates from `rates.0` until it stops keeping up or reaches `rates.1`, then
+/// bisect twice between the last rate it sustained and the first it did not, so the maximum is known to within
+/// an eighth of itself rather than a factor of two; returns every step and the highest rate sustained.
+///
+/// A step it did not sustain leaves a backlog behind; `settle` waits it out before each bisection step, which
+/// would otherwise time the drain.
 pub(crate) async fn find_max(
     target: &'static str,
     send: Send,
@@ -139,11 +143,12 @@ pub(crate) async fn find_max(
     step: Duration,
     concurrency: usize,
     steps: &mut Vec<Step>,
+    settle: impl AsyncFn(),
 ) -> f64 {
     let (mut rate, last_rate) = rates;
     let mut best = 0.0;
     let mut next_id = 0;
-    loop {
+    let mut try_rate = async |rate: f64, steps: &mut Vec<Step>| {
         let result = open_loop(target, send.clone(), rate, step, concurrency, next_id).await;
         next_id += result.requests;
         eprintln!(
@@ -152,12 +157,32 @@ pub(crate) async fn find_max(
         );
         let sustained = result.sustained();
         steps.push(result);
-        if !sustained || rate >= last_rate {
-            return best;
+        sustained
+    };
+    let failed = loop {
+        if !try_rate(rate, steps).await {
+            break rate;
         }
         best = rate;
+        if rate >= last_rate {
+            return best;
+        }
         rate *= 2.0;
+    };
+    if best == 0.0 {
+        return best;
     }
+    let mut above = failed;
+    for _ in 0..2 {
+        settle().await;
+        let middle = ((best + above) / 2.0).round();
+        if try_rate(middle, steps).await {
+            best = middle;
+        } else {
+            above = middle;
+        }
+    }
+    best
 }
 
 pub async fn ingest(
@@ -210,6 +235,7 @@ async fn run(
         step,
         concurrency,
         &mut steps,
+        async || {},
     )
     .await;
     pool.close().await;
@@ -244,6 +270,18 @@ async fn run(
             .body(body);
         Box::pin(async move { matches!(request.send().await, Ok(r) if r.status() == 202) })
     });
+    // In process, an event has been handled by every consumer once it left the outbox.
+    let caught_up = async || {
+        let pending = async || {
+            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM outbox)")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(false)
+        };
+        while pending().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     let herald_max = find_max(
         "herald",
         post.clone(),
@@ -251,9 +289,11 @@ async fn run(
         step,
         concurrency,
         &mut steps,
+        caught_up,
     )
     .await;
     let at_half_max = if herald_max > 0.0 {
+        caught_up().await;
         eprintln!("herald at half its maximum:");
         let half = open_loop(
             "herald",

@@ -249,13 +249,25 @@ async fn end_to_end_on(
 
     eprintln!("e2e through the {} bus: webhook → sendMessage", bus.name());
     let mut steps = Vec::new();
-    let max = find_max("e2e", delivered.clone(), rates, step, 256, &mut steps).await;
+    // A step that overloaded it leaves a backlog; a step timed on top of it would time the drain.
+    let quiet = async || {
+        fake.wait_until_quiet(Duration::from_secs(2), Duration::from_secs(300))
+            .await;
+    };
+    let max = find_max(
+        "e2e",
+        delivered.clone(),
+        rates,
+        step,
+        256,
+        &mut steps,
+        quiet,
+    )
+    .await;
     let next = steps.iter().map(|s| s.requests).sum::<u64>();
     let (mut at_half_max, mut accepted_at_half_max) = (None, None);
     if max > 0.0 {
-        // The step that overloaded it left a backlog; measuring at half load on top of it would time the drain.
-        fake.wait_until_quiet(Duration::from_secs(2), Duration::from_secs(300))
-            .await;
+        quiet().await;
         let half = open_loop("e2e", delivered, max / 2.0, step, 256, next).await;
         let next = next + half.requests;
         let baseline = open_loop("accepted", accepted, max / 2.0, step, 256, next).await;
@@ -352,14 +364,7 @@ pub async fn relay(database_url: &str, brokers: &str, events: u64) -> anyhow::Re
         let relay = workers::Relay::new(pool.clone(), publisher);
         let mut conn = pool.acquire().await?.detach();
         let started = Instant::now();
-        let mut relayed = 0_u64;
-        loop {
-            let moved = relay.relay_batch(&mut conn).await?;
-            if moved == 0 {
-                break;
-            }
-            relayed += moved as u64;
-        }
+        let relayed = relay.drain(&mut conn).await? as u64;
         let relay_seconds = started.elapsed().as_secs_f64();
         conn.close().await?;
         anyhow::ensure!(relayed == events, "relayed {relayed} of {events} events");

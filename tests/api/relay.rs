@@ -1,13 +1,16 @@
 //! The relay: stopped, webhooks are still accepted and nothing is lost; started again, every event reaches
-//! Kafka exactly once and in per-aggregate order.
+//! Kafka exactly once and in per-aggregate order, also when the backlog takes many batches, each read while
+//! the one before it is being published.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use herald::Role;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
+use sqlx::Connection;
 
 use crate::helpers::{fixture, fixture_with, spawn_app_with, wait_until, Bus};
 
@@ -57,7 +60,27 @@ async fn with_the_relay_stopped_nothing_is_lost_and_every_event_reaches_kafka_on
         "every event waits in the outbox"
     );
 
+    // Batches of 4: the backlog takes several, and the next is read while one is in flight.
+    let kafka = app.settings.kafka.clone().unwrap();
+    let publisher = Arc::new(workers::KafkaPublisher::new(&kafka).unwrap());
+    let relay = workers::Relay::new(app.pool.clone(), publisher).with_batch_size(4);
+    let mut conn = app.pool.acquire().await.unwrap().detach();
+    let moved = relay.drain(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(moved as i64, committed, "every event relayed once");
+    assert!(committed > 3 * 4, "the backlog took several batches");
+    assert_eq!(app.count("SELECT count(*) FROM outbox").await, 0);
+
+    // The relay as it runs in Herald picks up what arrives later.
     let relay = herald::start(&app.settings, &[Role::Relay]).await.unwrap();
+    let late = fixture_with("workflow_run/requested.payload.json", |v| {
+        v["workflow_run"]["id"] = 600.into();
+    });
+    let response = app
+        .post_github(&project, "workflow_run", &late, "late")
+        .await;
+    assert_eq!(response.status(), 202);
+    let committed = app.event_count().await;
     let pool = app.pool.clone();
     wait_until("the outbox drains", Duration::from_secs(20), || {
         let pool = pool.clone();
@@ -72,7 +95,6 @@ async fn with_the_relay_stopped_nothing_is_lost_and_every_event_reaches_kafka_on
     .await;
     relay.stop().await;
 
-    let kafka = app.settings.kafka.clone().unwrap();
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", format!("{}-audit", kafka.group_prefix))

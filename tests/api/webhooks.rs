@@ -388,3 +388,49 @@ async fn a_rerun_is_a_new_attempt_of_the_same_run_and_can_fix_it() {
     assert_eq!(rerun.transition.as_deref(), Some("fixed"));
     app.finish().await;
 }
+
+/// "The previous run" is looked up per workflow and branch, a run without a branch being a branch of its own:
+/// the failure streak counts only the earlier failures on the same branch.
+#[tokio::test]
+async fn a_failure_streak_counts_earlier_failures_of_the_same_branch_only() {
+    let app = spawn_app(Bus::InProcess).await;
+    let project = app.create_project("streaks").await;
+    let runs: [(i64, Option<&str>); 6] = [
+        (10, Some("main")),
+        (11, Some("dev")),
+        (12, Some("main")),
+        (13, None),
+        (14, None),
+        (15, Some("main")),
+    ];
+    for (run, branch) in runs {
+        let body = fixture_with("workflow_run/completed.payload.json", |v| {
+            v["workflow_run"]["id"] = run.into();
+            v["workflow_run"]["conclusion"] = "failure".into();
+            v["workflow_run"]["head_branch"] = branch.into();
+        });
+        let response = app
+            .post_github(&project, "workflow_run", &body, &format!("streak-{run}"))
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    let streaks: Vec<(i64, Option<String>, i32)> =
+        sqlx::query_as("SELECT run_id, branch, failure_streak FROM build_verdicts ORDER BY run_id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let expected = [
+        (10, Some("main"), 1),
+        (11, Some("dev"), 1),
+        (12, Some("main"), 2),
+        (13, None, 1),
+        (14, None, 2),
+        (15, Some("main"), 3),
+    ];
+    let expected: Vec<(i64, Option<String>, i32)> = expected
+        .iter()
+        .map(|(run, branch, streak)| (*run, branch.map(str::to_owned), *streak))
+        .collect();
+    assert_eq!(streaks, expected);
+    app.finish().await;
+}
