@@ -89,6 +89,9 @@ pub struct Applied {
     pub skipped: usize,
 }
 
+/// How many read models apply one batch at the same time ([`Projector::handle_batch`]).
+pub const BATCH_CONCURRENCY: usize = 4;
+
 /// Applies events to a set of projections, each idempotently, each in its own transaction with its checkpoint.
 pub struct Projector {
     pool: PgPool,
@@ -125,37 +128,58 @@ impl Projector {
         Ok(result)
     }
 
-    /// Apply a batch of events, one transaction per projection for the whole batch: what a rebuild uses, where
-    /// per-event commits and checkpoint round trips would dominate. The batch's checkpoints are read in one query
-    /// (rows locked), kept in memory while the batch applies, and written back in one statement, in the same
-    /// transaction; so a batch applied twice still changes nothing.
+    /// Apply a batch of events, one transaction per projection for the whole batch: what a rebuild and the
+    /// in-process bus use, where per-event commits and checkpoint round trips would dominate. The batch's
+    /// checkpoints are read in one query (rows locked), kept in memory while the batch applies, and written back
+    /// in one statement, in the same transaction; so a batch applied twice still changes nothing.
+    ///
+    /// The read models are independent (none reads another's tables), so up to [`BATCH_CONCURRENCY`] of them
+    /// apply the batch at once, each on its own connection: one projection's work is a string of round trips
+    /// that leaves the cores idle (a profile of the rebuild showed the machine 59 % idle).
     pub async fn handle_batch(&self, events: &[StoredEvent]) -> Result<Applied, ProjectionError> {
         let mut result = Applied::default();
-        for projection in &self.projections {
-            let wanted: Vec<&StoredEvent> = events
+        for projections in self.projections.chunks(BATCH_CONCURRENCY) {
+            let applying = projections
                 .iter()
-                .filter(|e| projection.wants(&e.aggregate_type))
-                .collect();
-            if wanted.is_empty() {
+                .map(|projection| self.apply_batch(projection.as_ref(), events));
+            for applied in futures::future::try_join_all(applying).await? {
+                result.applied += applied.applied;
+                result.skipped += applied.skipped;
+            }
+        }
+        Ok(result)
+    }
+
+    /// One projection's part of [`Self::handle_batch`], in one transaction.
+    async fn apply_batch(
+        &self,
+        projection: &dyn Projection,
+        events: &[StoredEvent],
+    ) -> Result<Applied, ProjectionError> {
+        let mut result = Applied::default();
+        let wanted: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|e| projection.wants(&e.aggregate_type))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(result);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut last = checkpoint::lock_many(&mut tx, projection.name(), &wanted).await?;
+        let before = last.clone();
+        for event in wanted {
+            let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+            if last.get(&key).is_some_and(|seq| event.sequence <= *seq) {
+                result.skipped += 1;
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
-            let mut last = checkpoint::lock_many(&mut tx, projection.name(), &wanted).await?;
-            let before = last.clone();
-            for event in wanted {
-                let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-                if last.get(&key).is_some_and(|seq| event.sequence <= *seq) {
-                    result.skipped += 1;
-                    continue;
-                }
-                projection.apply(&mut tx, event).await?;
-                last.insert(key, event.sequence);
-                result.applied += 1;
-            }
-            last.retain(|key, seq| before.get(key) != Some(seq));
-            checkpoint::store_many(&mut tx, projection.name(), &last).await?;
-            tx.commit().await?;
+            projection.apply(&mut tx, event).await?;
+            last.insert(key, event.sequence);
+            result.applied += 1;
         }
+        last.retain(|key, seq| before.get(key) != Some(seq));
+        checkpoint::store_many(&mut tx, projection.name(), &last).await?;
+        tx.commit().await?;
         Ok(result)
     }
 

@@ -149,7 +149,8 @@ async fn pool_in_schema(
         format!("SET search_path TO {schema}")
     };
     PgPoolOptions::new()
-        .max_connections(2)
+        // One per read model applying a batch at the same time.
+        .max_connections(crate::BATCH_CONCURRENCY as u32)
         .after_connect(move |conn, _| {
             let search_path = search_path.clone();
             Box::pin(async move {
