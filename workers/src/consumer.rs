@@ -67,10 +67,31 @@ pub trait EventHandler: Send + Sync {
     }
 }
 
-fn projection_error(e: projections::ProjectionError) -> HandlerError {
-    HandlerError {
-        transient: e.is_transient(),
-        message: e.to_string(),
+impl From<projections::ProjectionError> for HandlerError {
+    fn from(e: projections::ProjectionError) -> Self {
+        Self {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The wait between retries of a transient failure: 50 ms, doubling up to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(50))
+    }
+
+    /// Wait the current delay and double it; `false` when shut down meanwhile.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(self.0) => {}
+        }
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        true
     }
 }
 
@@ -87,7 +108,7 @@ impl EventHandler for ProjectionHandler {
             .handle(event)
             .await
             .map(|_| ())
-            .map_err(projection_error)
+            .map_err(HandlerError::from)
     }
 
     /// One transaction per read model for the whole batch instead of one per event (`Projector::handle_batch`).
@@ -97,7 +118,7 @@ impl EventHandler for ProjectionHandler {
                 .handle_batch(events)
                 .await
                 .map(|_| ())
-                .map_err(projection_error),
+                .map_err(HandlerError::from),
         )
     }
 }
@@ -117,18 +138,16 @@ pub(crate) async fn handle_batch_with_retry(
             events = events.len(),
             first_global_seq = events[0].global_seq
         );
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new();
         loop {
             match handler.handle_batch(events).instrument(span.clone()).await {
                 None => break,
                 Some(Ok(())) => return true,
                 Some(Err(e)) if e.transient => {
                     tracing::warn!(parent: &span, error = %e, "transient failure; retrying the batch");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(delay) => {}
+                    if !backoff.wait(shutdown).await {
+                        return false;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Some(Err(e)) => {
                     tracing::warn!(parent: &span, error = %e, "the batch cannot be handled whole; handling it event by event");
@@ -172,17 +191,15 @@ async fn retry_until_handled(
     event: &StoredEvent,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         match handler.handle(event).await {
             Ok(()) => return true,
             Err(e) if e.transient => {
                 tracing::warn!(group = handler.group(), global_seq = event.global_seq, error = %e, "transient failure; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return false,
-                    _ = tokio::time::sleep(delay) => {}
+                if !backoff.wait(shutdown).await {
+                    return false;
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 tracing::error!(
