@@ -216,6 +216,36 @@ pub(crate) async fn generate(pool: &PgPool, events: u64) -> anyhow::Result<u64> 
 /// dropped afterwards whatever `work` returned.
 /// Settings for a Herald the benchmark starts in its own process: API on a free port, and no rate limits (the
 /// load comes from one address, which the per-client limits would refuse as abusive).
+/// A started Herald with one project to post webhooks for: how every benchmark that drives webhooks begins.
+pub(crate) struct BenchHerald {
+    pub running: crate::Running,
+    pub pool: PgPool,
+    pub commands: commands::Commands,
+    pub project: Uuid,
+    /// The project's webhook secret, to sign with.
+    pub secret: String,
+}
+
+/// Start Herald with `roles` and create the project `bench`.
+pub(crate) async fn start_with_project(
+    settings: &crate::Settings,
+    roles: &[crate::Role],
+) -> anyhow::Result<BenchHerald> {
+    let running = crate::start(settings, roles).await?;
+    let pool = crate::connect(&settings.database_url).await?;
+    let commands = commands::Commands::new(pool.clone());
+    let (project, secret) = commands
+        .create_project(ProjectName::parse("bench")?, &Default::default())
+        .await?;
+    Ok(BenchHerald {
+        running,
+        pool,
+        commands,
+        project,
+        secret,
+    })
+}
+
 pub(crate) fn unlimited_settings(options: &PgConnectOptions) -> anyhow::Result<crate::Settings> {
     use sqlx::ConnectOptions as _;
     let mut settings = crate::Settings::new(options.to_url_lossy().to_string());

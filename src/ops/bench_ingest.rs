@@ -244,13 +244,14 @@ async fn run(
     eprintln!("herald: signed GitHub webhooks over HTTP, {concurrency} connections");
     let mut settings = super::bench::unlimited_settings(&options)?;
     settings.pool.max_connections = (concurrency as u32 + 8).max(20);
-    let running = crate::start(&settings, &crate::Role::ALL).await?;
+    let super::bench::BenchHerald {
+        running,
+        pool,
+        project,
+        secret,
+        ..
+    } = super::bench::start_with_project(&settings, &crate::Role::ALL).await?;
     let addr = running.http_addr;
-    let pool = crate::connect(&settings.database_url).await?;
-    let commands = commands::Commands::new(pool.clone());
-    let (project, secret) = commands
-        .create_project(domain::ProjectName::parse("bench")?, &Default::default())
-        .await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;

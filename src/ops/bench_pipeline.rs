@@ -198,12 +198,13 @@ async fn end_to_end_on(
     settings.delivery.telegram_limits.overall_per_sec = 0;
     settings.delivery.concurrency = 16;
     settings.pool.max_connections = 48;
-    let running = crate::start(&settings, &PIPELINE).await?;
-    let pool = crate::connect(&settings.database_url).await?;
-    let commands = commands::Commands::new(pool.clone());
-    let (project, secret) = commands
-        .create_project(domain::ProjectName::parse("bench")?, &Default::default())
-        .await?;
+    let super::bench::BenchHerald {
+        running,
+        pool,
+        commands,
+        project,
+        secret,
+    } = super::bench::start_with_project(&settings, &PIPELINE).await?;
     subscribe_chats(&commands, &pool, project, 1..=1).await?;
 
     let fixture: Value = serde_json::from_str(FIXTURE)?;
@@ -443,12 +444,13 @@ pub async fn delivery(
         settings.delivery.telegram_limits.overall_per_sec = 0;
         settings.delivery.concurrency = concurrency;
         settings.pool.max_connections = (2 * concurrency as u32 + 16).min(90);
-        let running = crate::start(&settings, &PIPELINE).await?;
-        let pool = crate::connect(&settings.database_url).await?;
-        let commands = commands::Commands::new(pool.clone());
-        let (project, secret) = commands
-            .create_project(domain::ProjectName::parse("bench")?, &Default::default())
-            .await?;
+        let super::bench::BenchHerald {
+            running,
+            pool,
+            commands,
+            project,
+            secret,
+        } = super::bench::start_with_project(&settings, &PIPELINE).await?;
         eprintln!("subscribing {chats} chats…");
         subscribe_chats(&commands, &pool, project, 1..=chats as i64).await?;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald::ops::{bench_load, bench_pipeline};
+use herald::ops::{bench_ingest, bench_load, bench_pipeline};
 
 use crate::helpers::{admin_url, kafka_brokers};
 
@@ -33,6 +33,30 @@ async fn the_end_to_end_benchmark_times_webhooks_to_telegram_on_both_buses() {
         assert!(half.p50_ms >= accepted.p50_ms, "{run:?}");
         assert!(half.p99_ms >= half.p50_ms && half.p999_ms >= half.p99_ms);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_benchmark_finds_both_maxima_and_times_herald_at_half_of_its_own() {
+    let result = bench_ingest::ingest(&admin_url(), Duration::from_millis(300), 4)
+        .await
+        .unwrap();
+    bench_ingest::print(&result);
+    // Fifty requests a second, the first step, hold on any machine that runs the suite.
+    assert!(result.herald_max_per_second >= 50.0, "{result:?}");
+    assert!(result.baseline_max_per_second >= 50.0, "{result:?}");
+    assert_eq!(
+        result.ratio_to_baseline,
+        result.herald_max_per_second / result.baseline_max_per_second
+    );
+    let targets: Vec<&str> = result.steps.iter().map(|s| s.target).collect();
+    assert!(targets.contains(&"insert") && targets.contains(&"herald"));
+    let half = result
+        .at_half_max
+        .as_ref()
+        .expect("a run at half the maximum");
+    assert_eq!(half.offered_per_second, result.herald_max_per_second / 2.0);
+    assert_eq!(half.errors, 0, "{half:?}");
+    assert!(half.p99_ms >= half.p50_ms && half.p999_ms >= half.p99_ms);
 }
 
 #[tokio::test]
