@@ -13,7 +13,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use commands::deliveries::{self, Delivery, DeliveryOutcome};
+use commands::deliveries::{Delivery, DeliveryOutcome};
 use commands::providers::{Normalized, Provider, WebhookRequest};
 use commands::{CommandError, Metadata};
 use domain::ProjectError;
@@ -155,7 +155,7 @@ async fn receive(
             build_run_id: seen.build_run_id.as_deref(),
             events: &seen.events,
         };
-        if let Err(e) = deliveries::record(&state.pool, &delivery).await {
+        if let Err(e) = state.commands.record_delivery(&delivery).await {
             tracing::warn!(error = %e, "could not record the delivery in the delivery log");
         }
     }
@@ -174,7 +174,7 @@ async fn accept(
     received_at: DateTime<Utc>,
     seen: &mut Seen,
 ) -> Result<(DeliveryOutcome, WebhookAnswer), ApiError> {
-    let project = match state.commands.active_project(project_id).await {
+    let target = match state.commands.webhook_target(project_id).await {
         Err(CommandError::Project(ProjectError::NotFound)) => {
             return Err(ApiError::NotFound("project"))
         }
@@ -201,9 +201,8 @@ async fn accept(
         received_at,
     };
     seen.delivery_id = Some(provider.delivery_id(&request));
-    let secrets = state.commands.webhook_secrets(&project).await?;
     let mut verdict = Ok(());
-    for secret in &secrets {
+    for secret in &target.secrets {
         verdict = provider.authenticate(secret, &request);
         if verdict.is_ok() {
             break;

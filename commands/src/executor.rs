@@ -5,23 +5,26 @@
 //! framework's `execute` neither retries `AggregateConflict` nor returns the events it committed, and Herald needs
 //! both: concurrent webhooks for one run are normal, and the caller must know whether anything new was recorded
 //! (a redelivered webhook records nothing). Framework queries are not used at all (see DESIGN.md): read models are
-//! built from the stream.
+//! built from the stream. The repository is postgres-es's with a one-statement append (see `event_log`).
 
 use std::collections::HashMap;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
-use postgres_es::PostgresEventRepository;
+use rand::Rng;
 use sqlx::PgPool;
 
+use crate::event_log::EventLog;
 use crate::CommandError;
 
-/// How often a command is re-run against fresh state when another writer got there first.
-const MAX_CONFLICT_RETRIES: usize = 8;
+/// How often a command is re-run against fresh state when another writer got there first. Each round has one
+/// winner, so n writers racing on one aggregate (the jobs of a matrix build reporting at once) need up to n
+/// rounds; a short random pause between rounds spreads them out.
+const MAX_CONFLICT_RETRIES: u32 = 32;
 
 pub struct Executor<A: Aggregate> {
-    store: PersistedEventStore<PostgresEventRepository, A>,
+    store: PersistedEventStore<EventLog, A>,
     services: A::Services,
 }
 
@@ -32,7 +35,7 @@ where
     CommandError: From<A::Error>,
 {
     pub fn new(pool: PgPool, services: A::Services) -> Self {
-        let repo = PostgresEventRepository::new(pool);
+        let repo = EventLog::new(pool);
         Self {
             store: PersistedEventStore::new_event_store(repo)
                 .with_upcasters(vec![Box::new(DomainUpcaster)]),
@@ -55,7 +58,7 @@ where
         if let Some(actor) = crate::trace::actor() {
             metadata.entry("actor".to_owned()).or_insert(actor);
         }
-        for _ in 0..MAX_CONFLICT_RETRIES {
+        for round in 0..MAX_CONFLICT_RETRIES {
             let mut context = self
                 .store
                 .load_aggregate(id)
@@ -74,6 +77,8 @@ where
             match self.store.commit(events, context, metadata.clone()).await {
                 Err(AggregateError::AggregateConflict) => {
                     tracing::debug!(aggregate = A::TYPE, id, "conflict, retrying command");
+                    let pause = rand::thread_rng().gen_range(0..=2 * round.min(10));
+                    tokio::time::sleep(std::time::Duration::from_millis(pause.into())).await;
                 }
                 Ok(committed) => {
                     metrics::counter!("herald_events_appended_total", "aggregate" => A::TYPE)

@@ -48,30 +48,6 @@ pub async fn load(
         .await
 }
 
-/// The secret of `version`, then the one before it if `version` was created less than `overlap` ago.
-pub async fn load_accepted(
-    pool: &PgPool,
-    project_id: Uuid,
-    version: i32,
-    overlap: std::time::Duration,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT s.secret FROM project_secrets s
-          WHERE s.project_id = $1
-            AND (s.version = $2
-                 OR (s.version = $2 - 1 AND EXISTS (
-                        SELECT 1 FROM project_secrets c
-                         WHERE c.project_id = $1 AND c.version = $2
-                           AND c.created_at > now() - make_interval(secs => $3))))
-          ORDER BY s.version DESC",
-    )
-    .bind(project_id)
-    .bind(version)
-    .bind(overlap.as_secs_f64())
-    .fetch_all(pool)
-    .await
-}
-
 /// A one-time secret handed to a person (a Telegram link code, an email verification token): the plain text to
 /// give them, and the hash and expiry the event log records instead.
 ///

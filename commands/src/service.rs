@@ -13,7 +13,9 @@ use domain::{
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::deliveries::{Delivery, DeliveryLog, DeliveryLogError};
 use crate::history::PgBuildHistory;
+use crate::webhook_target::{self, WebhookTarget};
 use crate::{secrets, CommandError, Executor};
 
 /// Who or what caused a command (delivery id, user agent, ...), stored as the events' metadata.
@@ -36,6 +38,7 @@ pub struct Commands {
     pub(crate) subscribers: Executor<Subscriber>,
     pub(crate) subscriptions: Executor<Subscription>,
     notifications: Executor<Notification>,
+    delivery_log: DeliveryLog,
     secret_overlap: std::time::Duration,
 }
 
@@ -52,6 +55,7 @@ impl Commands {
             subscribers: Executor::new(pool.clone(), ()),
             subscriptions: Executor::new(pool.clone(), ()),
             notifications: Executor::new(pool.clone(), ()),
+            delivery_log: DeliveryLog::new(pool.clone()),
             pool,
             secret_overlap: DEFAULT_SECRET_OVERLAP,
         }
@@ -65,6 +69,11 @@ impl Commands {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// List a webhook delivery in its project's delivery log; returns once the line is committed.
+    pub async fn record_delivery(&self, delivery: &Delivery<'_>) -> Result<(), DeliveryLogError> {
+        self.delivery_log.record(delivery).await
     }
 
     /// Create a project; returns its id and its webhook secret (shown once to the caller).
@@ -169,24 +178,10 @@ impl Commands {
         Ok(project)
     }
 
-    /// The secret webhooks for this project must be signed with.
-    /// The webhook secrets a delivery may be signed with: the current one, and the previous one while it is
-    /// inside the rotation overlap.
-    pub async fn webhook_secrets(&self, project: &Project) -> Result<Vec<String>, CommandError> {
-        let project_id = project.project_id.ok_or(ProjectError::NotFound)?;
-        let secrets = secrets::load_accepted(
-            &self.pool,
-            project_id,
-            project.secret_version,
-            self.secret_overlap,
-        )
-        .await?;
-        if secrets.is_empty() {
-            return Err(CommandError::Store(format!(
-                "no secret stored for project {project_id}"
-            )));
-        }
-        Ok(secrets)
+    /// The active project a webhook is for and the secrets it may be signed with (the current one, and the
+    /// previous one while it is inside the rotation overlap), in one round trip.
+    pub async fn webhook_target(&self, project_id: Uuid) -> Result<WebhookTarget, CommandError> {
+        webhook_target::load(&self.pool, project_id, self.secret_overlap).await
     }
 
     pub async fn record_ping(

@@ -1,6 +1,12 @@
 //! `herald bench ingest`: signed GitHub webhooks over HTTP into durable events, beside the same-run baseline of
 //! single-row `INSERT` + `COMMIT` against the same Postgres with the same client concurrency.
 //!
+//! The figure compared with the baseline is Herald's ingest path: the API role, which authenticates, normalizes
+//! and commits each webhook's events and outbox rows, as it runs when the workers are processes of their own.
+//! The same load into Herald all-in-one is run as well and reported beside it: on one machine the consumers
+//! (ten read models, the planner) then share the cores with the API, which measures the whole process rather
+//! than ingest.
+//!
 //! The load is **open-loop**: request *i* is due at `start + i / rate`, whether or not earlier ones have
 //! answered, and its latency is measured from that intended time. A stall therefore shows as latency for every
 //! request it delayed, instead of quietly lowering the offered rate (coordinated omission).
@@ -63,12 +69,17 @@ pub struct IngestBench {
     pub scenario: &'static str,
     pub concurrency: usize,
     pub step_seconds: f64,
+    /// Herald's ingest path (the API role: webhook in, events and outbox rows committed) at its maximum.
     pub herald_max_per_second: f64,
     pub baseline_max_per_second: f64,
     /// Herald's sustained maximum over the INSERT baseline's.
     pub ratio_to_baseline: f64,
-    /// Herald at half its maximum.
+    /// Herald's ingest path at half its maximum.
     pub at_half_max: Option<Step>,
+    /// The same webhooks into Herald all-in-one on the same machine, every consumer running beside the API
+    /// (the projections, the planner): what one process sustains end to end.
+    pub all_in_one_max_per_second: f64,
+    pub all_in_one_ratio_to_baseline: f64,
     pub steps: Vec<Step>,
 }
 
@@ -185,35 +196,77 @@ pub(crate) async fn find_max(
     best
 }
 
+/// The baseline, then Herald's API role alone, then Herald all-in-one; each in a scratch database of its own,
+/// so neither Herald run starts with the other's backlog.
 pub async fn ingest(
     database_url: &str,
     step: Duration,
     concurrency: usize,
 ) -> anyhow::Result<IngestBench> {
-    super::bench::in_scratch_database(database_url, "herald_bench_ingest", async |options| {
-        run(options, step, concurrency).await
+    let mut steps = Vec::new();
+    let baseline_max =
+        super::bench::in_scratch_database(database_url, "herald_bench_insert", async |options| {
+            baseline(options, step, concurrency, &mut steps).await
+        })
+        .await?;
+    let (herald_max, at_half_max) =
+        super::bench::in_scratch_database(database_url, "herald_bench_ingest", async |options| {
+            let side = Side {
+                target: "herald",
+                roles: &[crate::Role::Api],
+            };
+            herald(options, side, step, concurrency, &mut steps).await
+        })
+        .await?;
+    let (all_in_one_max, _) = super::bench::in_scratch_database(
+        database_url,
+        "herald_bench_ingest_all",
+        async |options| {
+            let side = Side {
+                target: "all-in-1",
+                roles: &crate::Role::ALL,
+            };
+            herald(options, side, step, concurrency, &mut steps).await
+        },
+    )
+    .await?;
+    let ratio = |max: f64| {
+        if baseline_max > 0.0 {
+            max / baseline_max
+        } else {
+            f64::NAN
+        }
+    };
+    Ok(IngestBench {
+        scenario: "ingest",
+        concurrency,
+        step_seconds: step.as_secs_f64(),
+        herald_max_per_second: herald_max,
+        baseline_max_per_second: baseline_max,
+        ratio_to_baseline: ratio(herald_max),
+        at_half_max,
+        all_in_one_max_per_second: all_in_one_max,
+        all_in_one_ratio_to_baseline: ratio(all_in_one_max),
+        steps,
     })
-    .await
 }
 
-async fn run(
+/// What Postgres itself does with one durable row per request, bodies of the same size.
+async fn baseline(
     options: PgConnectOptions,
     step: Duration,
     concurrency: usize,
-) -> anyhow::Result<IngestBench> {
-    let mut steps = Vec::new();
-    let fixture: Value = serde_json::from_str(FIXTURE)?;
-
-    // Baseline: what Postgres itself does with one durable row per request, bodies of the same size.
+    steps: &mut Vec<Step>,
+) -> anyhow::Result<f64> {
     eprintln!("baseline: single-row INSERT + COMMIT, {concurrency} connections");
     let pool = PgPoolOptions::new()
         .max_connections(concurrency as u32)
-        .connect_with(options.clone())
+        .connect_with(options)
         .await?;
     sqlx::query("CREATE TABLE bench_insert (id bigint PRIMARY KEY, body jsonb NOT NULL)")
         .execute(&pool)
         .await?;
-    let body = Arc::new(fixture.clone());
+    let body = Arc::new(serde_json::from_str::<Value>(FIXTURE)?);
     let insert: Send = {
         let pool = pool.clone();
         Arc::new(move |i| {
@@ -228,20 +281,39 @@ async fn run(
             })
         })
     };
-    let baseline_max = find_max(
+    let max = find_max(
         "insert",
         insert,
         (50.0, 12_800.0),
         step,
         concurrency,
-        &mut steps,
+        steps,
         async || {},
     )
     .await;
     pool.close().await;
+    Ok(max)
+}
 
-    // Herald all-in-one on the same server: API, relay and every consumer (nothing is sent: no bot token).
-    eprintln!("herald: signed GitHub webhooks over HTTP, {concurrency} connections");
+/// Which Herald a run drives, and the name its steps are listed under.
+struct Side {
+    target: &'static str,
+    roles: &'static [crate::Role],
+}
+
+/// Signed GitHub webhooks over HTTP into Herald running `side.roles`: its maximum, and a run at half of it.
+async fn herald(
+    options: PgConnectOptions,
+    side: Side,
+    step: Duration,
+    concurrency: usize,
+    steps: &mut Vec<Step>,
+) -> anyhow::Result<(f64, Option<Step>)> {
+    let Side { target, roles } = side;
+    eprintln!(
+        "{target}: signed GitHub webhooks over HTTP, {concurrency} connections, roles {roles:?}"
+    );
+    let fixture: Value = serde_json::from_str(FIXTURE)?;
     let mut settings = super::bench::unlimited_settings(&options)?;
     settings.pool.max_connections = (concurrency as u32 + 8).max(20);
     let super::bench::BenchHerald {
@@ -250,7 +322,7 @@ async fn run(
         project,
         secret,
         ..
-    } = super::bench::start_with_project(&settings, &crate::Role::ALL).await?;
+    } = super::bench::start_with_project(&settings, roles).await?;
     let addr = running.http_addr;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
@@ -271,7 +343,9 @@ async fn run(
             .body(body);
         Box::pin(async move { matches!(request.send().await, Ok(r) if r.status() == 202) })
     });
-    // In process, an event has been handled by every consumer once it left the outbox.
+    // With consumers in process, an event has been handled by every one of them once it left the outbox; with
+    // the API alone the outbox only grows, and there is no backlog to wait for.
+    let consumers = roles.len() > 1;
     let caught_up = async || {
         let pending = async || {
             sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM outbox)")
@@ -279,65 +353,55 @@ async fn run(
                 .await
                 .unwrap_or(false)
         };
-        while pending().await {
+        while consumers && pending().await {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let herald_max = find_max(
-        "herald",
+    // One request first, so that the first step does not time opening connections and preparing statements.
+    anyhow::ensure!(
+        post(60_000_000).await,
+        "{target}: the warm-up webhook was not accepted"
+    );
+    let max = find_max(
+        target,
         post.clone(),
         (50.0, 12_800.0),
         step,
         concurrency,
-        &mut steps,
+        steps,
         caught_up,
     )
     .await;
-    let at_half_max = if herald_max > 0.0 {
+    let at_half_max = if max > 0.0 {
         caught_up().await;
-        eprintln!("herald at half its maximum:");
-        let half = open_loop(
-            "herald",
-            post,
-            herald_max / 2.0,
-            step,
-            concurrency,
-            50_000_000,
-        )
-        .await;
+        eprintln!("{target} at half its maximum:");
+        let half = open_loop(target, post, max / 2.0, step, concurrency, 50_000_000).await;
         eprintln!(
             "  p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms",
             half.p50_ms, half.p99_ms, half.p999_ms
         );
+        steps.push(half.clone());
         Some(half)
     } else {
         None
     };
     running.stop().await;
     pool.close().await;
-    Ok(IngestBench {
-        scenario: "ingest",
-        concurrency,
-        step_seconds: step.as_secs_f64(),
-        herald_max_per_second: herald_max,
-        baseline_max_per_second: baseline_max,
-        ratio_to_baseline: if baseline_max > 0.0 {
-            herald_max / baseline_max
-        } else {
-            f64::NAN
-        },
-        at_half_max,
-        steps,
-    })
+    Ok((max, at_half_max))
 }
 
 pub fn print(bench: &IngestBench) {
     println!("scenario  target    offered/s  achieved/s  p50 ms   p90 ms   p99 ms  p99.9 ms  errors  peak RSS");
-    for s in bench.steps.iter().chain(bench.at_half_max.iter()) {
+    for s in &bench.steps {
         println!("{:<8}  {}", bench.scenario, s.row());
     }
     println!(
-        "max sustained: herald {:.0}/s, INSERT baseline {:.0}/s, ratio {:.2}",
-        bench.herald_max_per_second, bench.baseline_max_per_second, bench.ratio_to_baseline
+        "max sustained: herald (API role) {:.0}/s, INSERT baseline {:.0}/s, ratio {:.2}; \
+         all-in-one {:.0}/s, ratio {:.2}",
+        bench.herald_max_per_second,
+        bench.baseline_max_per_second,
+        bench.ratio_to_baseline,
+        bench.all_in_one_max_per_second,
+        bench.all_in_one_ratio_to_baseline
     );
 }

@@ -37,7 +37,7 @@ async fn the_end_to_end_benchmark_times_webhooks_to_telegram_on_both_buses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingest_benchmark_finds_both_maxima_and_times_herald_at_half_of_its_own() {
-    let result = bench_ingest::ingest(&admin_url(), Duration::from_millis(300), 4)
+    let result = bench_ingest::ingest(&admin_url(), Duration::from_millis(500), 4)
         .await
         .unwrap();
     bench_ingest::print(&result);
@@ -48,8 +48,15 @@ async fn the_ingest_benchmark_finds_both_maxima_and_times_herald_at_half_of_its_
         result.ratio_to_baseline,
         result.herald_max_per_second / result.baseline_max_per_second
     );
+    assert!(result.all_in_one_max_per_second >= 50.0, "{result:?}");
+    assert_eq!(
+        result.all_in_one_ratio_to_baseline,
+        result.all_in_one_max_per_second / result.baseline_max_per_second
+    );
     let targets: Vec<&str> = result.steps.iter().map(|s| s.target).collect();
-    assert!(targets.contains(&"insert") && targets.contains(&"herald"));
+    for target in ["insert", "herald", "all-in-1"] {
+        assert!(targets.contains(&target), "{targets:?}");
+    }
     let half = result
         .at_half_max
         .as_ref()

@@ -434,3 +434,42 @@ async fn a_failure_streak_counts_earlier_failures_of_the_same_branch_only() {
     assert_eq!(streaks, expected);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn concurrent_webhooks_for_one_run_are_all_recorded_in_order() {
+    let app = spawn_app(Bus::InProcess).await;
+    let project = app.create_project("busy-run").await;
+    // Twelve jobs of one run, posted at once: they all append to the same BuildRun, so most appends meet another
+    // writer's and are retried on fresh state.
+    let jobs = 12;
+    let posts = (0..jobs).map(|i| {
+        let body = fixture_with("workflow_job/queued.payload.json", |v| {
+            v["workflow_job"]["id"] = (1_000 + i).into();
+            v["workflow_job"]["name"] = format!("job-{i}").into();
+        });
+        let (app, project) = (&app, &project);
+        async move {
+            app.post_github(project, "workflow_job", &body, &format!("job-{i}"))
+                .await
+        }
+    });
+    for response in futures::future::join_all(posts).await {
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["status"], "accepted", "{answer}");
+    }
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT sequence, event_type, global_seq FROM events
+          WHERE aggregate_type = 'BuildRun' ORDER BY sequence",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    // One stream, numbered 1..n without a gap or a repeat, and in the log's global order as well.
+    let sequences: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(sequences, (1..=rows.len() as i64).collect::<Vec<_>>());
+    assert!(rows.windows(2).all(|w| w[0].2 < w[1].2), "{rows:?}");
+    let queued = rows.iter().filter(|r| r.1 == "JobQueued").count();
+    assert_eq!(queued, jobs as usize, "{rows:?}");
+    app.finish().await;
+}

@@ -1,0 +1,140 @@
+//! The event repository the command side writes through: postgres-es's for reading, one statement for
+//! appending.
+//!
+//! postgres-es appends a command's events as `BEGIN`, one `INSERT` per event, `COMMIT`: two round trips plus one
+//! per event. A build webhook appends two or three events, so its commit alone was five round trips, the largest
+//! share of a webhook's dozen (measured with `herald bench ingest`, see docs/benchmarks.md). Here the events go
+//! in as one `INSERT … SELECT FROM unnest(…)` outside an explicit transaction: a single statement is atomic by
+//! itself, so the events of one command are still all written or none, and the primary key on
+//! `(aggregate_type, aggregate_id, sequence)` still turns a concurrent writer into an optimistic-lock conflict.
+//! Rows are inserted in array order (`WITH ORDINALITY … ORDER BY`), so `global_seq` follows `sequence` as it did.
+//!
+//! Reads, snapshots and streams stay postgres-es's own; Herald configures no snapshots.
+
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::PgPool;
+
+const APPEND: &str = "
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+  FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]::json[], $7::text[]::json[])
+       WITH ORDINALITY AS e(sequence, event_type, event_version, payload, metadata, n)
+ ORDER BY e.n";
+
+/// postgres-es's repository with a one-statement append.
+pub struct EventLog {
+    pool: PgPool,
+    read: PostgresEventRepository,
+}
+
+impl EventLog {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            read: PostgresEventRepository::new(pool.clone()),
+            pool,
+        }
+    }
+
+    async fn append<A: Aggregate>(&self, events: &[SerializedEvent]) -> Result<(), sqlx::Error> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let mut columns = Columns::default();
+        for event in events {
+            columns.sequence.push(event.sequence as i64);
+            columns.event_type.push(&event.event_type);
+            columns.event_version.push(&event.event_version);
+            // As text: Postgres only validates `json`, where a `jsonb` parameter would be parsed and re-printed.
+            columns.payload.push(event.payload.to_string());
+            columns.metadata.push(event.metadata.to_string());
+        }
+        sqlx::query(APPEND)
+            .bind(A::TYPE)
+            .bind(&first.aggregate_id)
+            .bind(columns.sequence)
+            .bind(columns.event_type)
+            .bind(columns.event_version)
+            .bind(columns.payload)
+            .bind(columns.metadata)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The events of one append, column by column, as `unnest` takes them.
+#[derive(Default)]
+struct Columns<'a> {
+    sequence: Vec<i64>,
+    event_type: Vec<&'a str>,
+    event_version: Vec<&'a str>,
+    payload: Vec<String>,
+    metadata: Vec<String>,
+}
+
+/// A unique violation on the events' key is another writer's commit of the same sequence number.
+fn persistence_error(error: sqlx::Error) -> PersistenceError {
+    match &error {
+        sqlx::Error::Database(e) if e.is_unique_violation() => {
+            PersistenceError::OptimisticLockError
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            PersistenceError::ConnectionError(Box::new(error))
+        }
+        _ => PersistenceError::UnknownError(Box::new(error)),
+    }
+}
+
+impl PersistedEventRepository for EventLog {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.read.get_events::<A>(aggregate_id).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.read
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        self.read.get_snapshot::<A>(aggregate_id).await
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        match snapshot_update {
+            None => self.append::<A>(events).await.map_err(persistence_error),
+            // Not configured in Herald; kept correct should anyone turn snapshots on.
+            Some(update) => self.read.persist::<A>(events, Some(update)).await,
+        }
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.read.stream_events::<A>(aggregate_id).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.read.stream_all_events::<A>().await
+    }
+}
