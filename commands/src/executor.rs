@@ -16,6 +16,7 @@ use rand::Rng;
 use sqlx::PgPool;
 
 use crate::event_log::EventLog;
+use crate::outbox_signal::OutboxSignal;
 use crate::CommandError;
 
 /// How often a command is re-run against fresh state when another writer got there first. Each round has one
@@ -26,6 +27,7 @@ const MAX_CONFLICT_RETRIES: u32 = 32;
 pub struct Executor<A: Aggregate> {
     store: PersistedEventStore<EventLog, A>,
     services: A::Services,
+    outbox: OutboxSignal,
 }
 
 impl<A> Executor<A>
@@ -35,8 +37,9 @@ where
     CommandError: From<A::Error>,
 {
     pub fn new(pool: PgPool, services: A::Services) -> Self {
-        let repo = EventLog::new(pool);
+        let repo = EventLog::new(pool.clone());
         Self {
+            outbox: OutboxSignal::new(pool),
             store: PersistedEventStore::new_event_store(repo)
                 .with_upcasters(vec![Box::new(DomainUpcaster)]),
             services,
@@ -81,6 +84,7 @@ where
                     tokio::time::sleep(std::time::Duration::from_millis(pause.into())).await;
                 }
                 Ok(committed) => {
+                    self.outbox.raise();
                     metrics::counter!("herald_events_appended_total", "aggregate" => A::TYPE)
                         .increment(committed.len() as u64);
                     return Ok(committed);

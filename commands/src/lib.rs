@@ -13,6 +13,7 @@ mod event_log;
 mod executor;
 mod history;
 mod migrate;
+pub mod outbox_signal;
 pub mod planning;
 pub mod providers;
 pub(crate) mod secrets;

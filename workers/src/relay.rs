@@ -160,7 +160,7 @@ impl Relay {
             };
             tracing::info!("relay leads");
             let mut listener = match PgListener::connect_with(&self.pool).await {
-                Ok(mut l) => match l.listen("herald_outbox").await {
+                Ok(mut l) => match l.listen(commands::outbox_signal::CHANNEL).await {
                     Ok(()) => Some(l),
                     Err(e) => {
                         tracing::warn!(error = %e, "relay cannot listen; polling");
