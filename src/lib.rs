@@ -168,6 +168,9 @@ pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
     connect_with(database_url, &PoolSettings::default()).await
 }
 
+/// A pooled connection idle for longer than this is pinged before it is used again.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// How long a starting process waits for the broker before it gives up.
 const BROKER_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -202,10 +205,23 @@ pub async fn connect_with(database_url: &str, pool: &PoolSettings) -> anyhow::Re
         options.get_port(),
         options.get_database().unwrap_or("default")
     );
+    // sqlx pings a pooled connection before every use by default: a round trip before each statement, which
+    // `herald bench ingest` paid four times a webhook. A connection in use within the last second is taken as
+    // it is; one idle for longer (perhaps cut off by a Postgres restart meanwhile) is still pinged, and a
+    // connection that breaks in between fails its statement, which every caller already retries or answers 503.
     let pool_options = || {
         PgPoolOptions::new()
             .max_connections(pool.max_connections)
             .acquire_timeout(pool.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
     };
     match pool_options().connect_with(options.clone()).await {
         Ok(pool) => Ok(pool),
