@@ -315,10 +315,24 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(axum::middleware::map_response(timeout_problem))
         .layer(CatchPanicLayer::custom(panicked))
         .layer(cors)
         .layer(axum::middleware::from_fn(telemetry::trace))
         .with_state(state)
+}
+
+/// The timeout layer answers 408 with an empty body; every other error of the API is a problem document, so
+/// this one becomes one too.
+async fn timeout_problem(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let bare = !response
+        .headers()
+        .contains_key(axum::http::header::CONTENT_TYPE);
+    if response.status() == axum::http::StatusCode::REQUEST_TIMEOUT && bare {
+        return ApiError::RequestTimeout.into_response();
+    }
+    response
 }
 
 /// The OpenAPI document of every route (also served at `/api/v1/openapi.json`).

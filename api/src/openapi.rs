@@ -125,6 +125,9 @@ pub fn add_common_responses(spec: &mut OpenApi) {
             responses
                 .entry("429".into())
                 .or_insert_with(|| problem("rate limit exceeded; see Retry-After"));
+            responses.entry("408".into()).or_insert_with(|| {
+                problem("the request, body included, took longer than the request timeout")
+            });
         }
     }
 }

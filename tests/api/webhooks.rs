@@ -471,5 +471,23 @@ async fn concurrent_webhooks_for_one_run_are_all_recorded_in_order() {
     assert!(rows.windows(2).all(|w| w[0].2 < w[1].2), "{rows:?}");
     let queued = rows.iter().filter(|r| r.1 == "JobQueued").count();
     assert_eq!(queued, jobs as usize, "{rows:?}");
+    // The delivery log, written for concurrent webhooks together, lists every one of them once.
+    let log: Value = app
+        .get(&format!("/api/v1/projects/{}/deliveries", project.id))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut listed: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["outcome"] == "accepted")
+        .filter_map(|d| d["delivery_id"].as_str())
+        .collect();
+    listed.sort_unstable();
+    let mut posted: Vec<String> = (0..jobs).map(|i| format!("job-{i}")).collect();
+    posted.sort_unstable();
+    assert_eq!(listed, posted, "{log}");
     app.finish().await;
 }
