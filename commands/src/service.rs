@@ -169,12 +169,7 @@ impl Commands {
     /// The project, if it exists and is not archived.
     pub async fn active_project(&self, project_id: Uuid) -> Result<Project, CommandError> {
         let project = self.project(project_id).await?;
-        if !project.exists() {
-            return Err(ProjectError::NotFound.into());
-        }
-        if project.archived {
-            return Err(ProjectError::Archived.into());
-        }
+        project.require_active()?;
         Ok(project)
     }
 

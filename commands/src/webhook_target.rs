@@ -8,7 +8,7 @@
 //! archive or a rotation counts from the next webhook on, as it did.
 
 use cqrs_es::Aggregate;
-use domain::{Project, ProjectError, ProjectEvent};
+use domain::{Project, ProjectEvent};
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -71,12 +71,7 @@ pub(crate) async fn load(
         })?;
         project.apply(event);
     }
-    if !project.exists() {
-        return Err(ProjectError::NotFound.into());
-    }
-    if project.archived {
-        return Err(ProjectError::Archived.into());
-    }
+    project.require_active()?;
     let secrets = accepted(&secrets.0, project.secret_version);
     if secrets.is_empty() {
         return Err(CommandError::Store(format!(

@@ -111,7 +111,7 @@ impl Project {
     }
 
     /// Usable: exists and not archived.
-    fn require_active(&self) -> Result<(), ProjectError> {
+    pub fn require_active(&self) -> Result<(), ProjectError> {
         if !self.exists() {
             Err(ProjectError::NotFound)
         } else if self.archived {
