@@ -22,8 +22,12 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     /// Decode the payload as the aggregate's event enum (postgres-es stores it externally tagged), upcast to
-    /// the current shape first.
+    /// the current shape first. An event already in the current shape is read in place: copying the payload
+    /// for nothing was the largest single cost of a rebuild's own CPU (docs/benchmarks.md).
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
+        if !crate::upcast::is_old(&self.event_type, &self.event_version) {
+            return E::deserialize(&self.payload);
+        }
         let (_, payload) =
             crate::upcast::upcast(&self.event_type, &self.event_version, self.payload.clone());
         serde_json::from_value(payload)

@@ -58,6 +58,33 @@ pub async fn notify(
     Ok(())
 }
 
+/// Queue one notice per project in one statement: what a batch that touched many projects' rows sends.
+pub async fn notify_projects(
+    conn: &mut PgConnection,
+    projection: &str,
+    projects: impl IntoIterator<Item = Uuid>,
+) -> Result<(), sqlx::Error> {
+    let payloads: Vec<String> = projects
+        .into_iter()
+        .map(|project| {
+            Change {
+                projection: projection.to_owned(),
+                project_id: Some(project),
+            }
+            .payload()
+        })
+        .collect();
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS p(payload)")
+        .bind(CHANNEL)
+        .bind(payloads)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,8 +58,12 @@ pub(crate) async fn lock_many(
     projection: &str,
     events: &[&StoredEvent],
 ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
-    let types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
-    let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    // Each aggregate once: a batch holds several events of most of its aggregates.
+    let aggregates: std::collections::BTreeSet<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()))
+        .collect();
+    let (types, ids): (Vec<&str>, Vec<&str>) = aggregates.into_iter().unzip();
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c
            JOIN UNNEST($2::text[], $3::text[]) AS b(t, i) ON c.aggregate_type = b.t AND c.aggregate_id = b.i

@@ -79,6 +79,26 @@ pub trait Projection: Send + Sync {
         tx: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError>;
+
+    /// Apply events none of which was applied before, in log order, inside the caller's transaction. The read
+    /// models every build event reaches override this to read and write each row once per batch; the others
+    /// apply one event at a time.
+    async fn apply_many(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(tx, event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Postgres keeps timestamps to the microsecond (sqlx truncates when it sends one); a read model that compares
+/// times in memory compares what Postgres holds.
+pub(crate) fn micros(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DurationRound::duration_trunc(at, chrono::Duration::microseconds(1)).unwrap_or(at)
 }
 
 /// What applying an event did, per projection that wanted it.
@@ -137,17 +157,13 @@ impl Projector {
     /// apply the batch at once, each on its own connection: one projection's work is a string of round trips
     /// that leaves the cores idle (a profile of the rebuild showed the machine 59 % idle).
     pub async fn handle_batch(&self, events: &[StoredEvent]) -> Result<Applied, ProjectionError> {
-        let mut result = Applied::default();
-        for projections in self.projections.chunks(BATCH_CONCURRENCY) {
-            let applying = projections
-                .iter()
-                .map(|projection| self.apply_batch(projection.as_ref(), events));
-            for applied in futures::future::try_join_all(applying).await? {
-                result.applied += applied.applied;
-                result.skipped += applied.skipped;
-            }
-        }
-        Ok(result)
+        // Boxed up front: a stream of borrowing futures built lazily is not provably `Send` to the compiler.
+        let applying: Vec<futures::future::BoxFuture<'_, Result<Applied, ProjectionError>>> = self
+            .projections
+            .iter()
+            .map(|projection| Box::pin(self.apply_batch(projection.as_ref(), events)) as _)
+            .collect();
+        sum_concurrently(applying).await
     }
 
     /// One projection's part of [`Self::handle_batch`], in one transaction.
@@ -167,20 +183,101 @@ impl Projector {
         let mut tx = self.pool.begin().await?;
         let mut last = checkpoint::lock_many(&mut tx, projection.name(), &wanted).await?;
         let before = last.clone();
+        let mut fresh = Vec::with_capacity(wanted.len());
         for event in wanted {
             let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
             if last.get(&key).is_some_and(|seq| event.sequence <= *seq) {
                 result.skipped += 1;
                 continue;
             }
-            projection.apply(&mut tx, event).await?;
             last.insert(key, event.sequence);
-            result.applied += 1;
+            fresh.push(event);
+        }
+        result.applied = fresh.len();
+        if !fresh.is_empty() {
+            projection.apply_many(&mut tx, &fresh).await?;
         }
         last.retain(|key, seq| before.get(key) != Some(seq));
         checkpoint::store_many(&mut tx, projection.name(), &last).await?;
         tx.commit().await?;
         Ok(result)
+    }
+
+    /// Apply a batch of a rebuild, which reads the log in global order: one transaction per projection, as in
+    /// [`Self::handle_batch`], but what a projection has applied is one number, the last global sequence it
+    /// saw (table `rebuild_marks`, in the rebuild's schema), instead of a checkpoint per aggregate. Keeping
+    /// those current cost as much as the read models themselves (docs/benchmarks.md); the rebuild writes them
+    /// once at the end ([`rebuild`]). A batch applied again after a crash is skipped by the mark.
+    pub async fn handle_rebuild_batch(
+        &self,
+        events: &[StoredEvent],
+    ) -> Result<Applied, ProjectionError> {
+        let Some(last) = events.last().map(|e| e.global_seq) else {
+            return Ok(Applied::default());
+        };
+        let applying: Vec<futures::future::BoxFuture<'_, Result<Applied, ProjectionError>>> = self
+            .projections
+            .iter()
+            .map(|projection| Box::pin(self.apply_marked(projection.as_ref(), events, last)) as _)
+            .collect();
+        sum_concurrently(applying).await
+    }
+
+    /// One projection's part of [`Self::handle_rebuild_batch`], in one transaction with its mark.
+    async fn apply_marked(
+        &self,
+        projection: &dyn Projection,
+        events: &[StoredEvent],
+        last: i64,
+    ) -> Result<Applied, ProjectionError> {
+        let wanted: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|e| projection.wants(&e.aggregate_type))
+            .collect();
+        if wanted.is_empty() {
+            // Nothing to protect from a second application, so no transaction (ten read models, most of which
+            // want nothing of most batches, would otherwise each commit once a batch).
+            return Ok(Applied::default());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mark: Option<i64> = sqlx::query_scalar(
+            "SELECT last_global_seq FROM rebuild_marks WHERE projection = $1 FOR UPDATE",
+        )
+        .bind(projection.name())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mark = mark.unwrap_or(0);
+        let (fresh, seen): (Vec<&StoredEvent>, Vec<&StoredEvent>) =
+            wanted.into_iter().partition(|e| e.global_seq > mark);
+        if !fresh.is_empty() {
+            projection.apply_many(&mut tx, &fresh).await?;
+        }
+        sqlx::query(
+            "INSERT INTO rebuild_marks (projection, last_global_seq) VALUES ($1, $2)
+             ON CONFLICT (projection) DO UPDATE SET last_global_seq = GREATEST(rebuild_marks.last_global_seq, $2)",
+        )
+        .bind(projection.name())
+        .bind(last)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Applied {
+            applied: fresh.len(),
+            skipped: seen.len(),
+        })
+    }
+
+    /// The aggregate types each projection applies, of those given: what a rebuild writes checkpoints for.
+    pub fn wanted_types<'a>(&self, types: &'a [String]) -> Vec<(&'static str, &'a str)> {
+        self.projections
+            .iter()
+            .flat_map(|projection| {
+                types
+                    .iter()
+                    .filter(|t| projection.wants(t))
+                    .map(|t| (projection.name(), t.as_str()))
+            })
+            .collect()
     }
 
     /// Apply `event` to every projection inside the caller's transaction (a rebuild's final catch-up).
@@ -207,6 +304,24 @@ impl Projector {
     pub fn names(&self) -> Vec<&'static str> {
         self.projections.iter().map(|p| p.name()).collect()
     }
+}
+
+/// Each projection's part of a batch, [`BATCH_CONCURRENCY`] at a time, summed. A slot frees as soon as a
+/// projection is done, so the few that build events reach run side by side rather than each waiting for a
+/// fixed group to finish.
+async fn sum_concurrently(
+    applying: Vec<futures::future::BoxFuture<'_, Result<Applied, ProjectionError>>>,
+) -> Result<Applied, ProjectionError> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(applying)
+        .buffer_unordered(BATCH_CONCURRENCY)
+        .try_fold(Applied::default(), |total, applied| async move {
+            Ok(Applied {
+                applied: total.applied + applied.applied,
+                skipped: total.skipped + applied.skipped,
+            })
+        })
+        .await
 }
 
 /// Apply one event to one projection with its checkpoint; `false` when it was applied before.

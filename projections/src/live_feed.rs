@@ -32,20 +32,79 @@ impl Projection for LiveFeedProjection {
         tx: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let build: BuildRunEvent = decode(event)?;
-        let (run, kind, status) = match &build {
+        self.apply_many(tx, &[event]).await
+    }
+
+    /// The batch's rows are numbered in log order and inserted in one statement, under the lock.
+    async fn apply_many(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut rows = FeedRows::default();
+        for event in events {
+            rows.push(event, &decode(event)?);
+        }
+        if rows.global_seq.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FEED_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        // A row already there (the same event applied under an older checkpoint) keeps its number, and the
+        // new rows are numbered without a gap.
+        sqlx::query(
+            "INSERT INTO live_feed (feed_seq, global_seq, project_id, build_run_id, kind, payload, recorded_at)
+             SELECT (SELECT COALESCE(max(feed_seq), 0) FROM live_feed) + row_number() OVER (ORDER BY x.n),
+                    x.g, x.p, x.b, x.k, x.payload, x.r
+               FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
+                    WITH ORDINALITY AS x(g, p, b, k, payload, r, n)
+              WHERE NOT EXISTS (SELECT 1 FROM live_feed f WHERE f.global_seq = x.g)
+             ON CONFLICT (global_seq) DO NOTHING",
+        )
+        .bind(&rows.global_seq)
+        .bind(&rows.project_id)
+        .bind(&rows.build_run_id)
+        .bind(&rows.kind)
+        .bind(&rows.payload)
+        .bind(&rows.recorded_at)
+        .execute(&mut *tx)
+        .await?;
+        let projects: std::collections::BTreeSet<uuid::Uuid> =
+            rows.project_id.iter().copied().collect();
+        crate::changes::notify_projects(tx, "live_feed", projects).await?;
+        Ok(())
+    }
+}
+
+/// A batch's feed rows, column by column as the insert binds them.
+#[derive(Default)]
+struct FeedRows<'a> {
+    global_seq: Vec<i64>,
+    project_id: Vec<uuid::Uuid>,
+    build_run_id: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    payload: Vec<serde_json::Value>,
+    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> FeedRows<'a> {
+    /// The row a change of the run's state makes; job changes make none (they carry no run, and the run's own
+    /// events say what a dashboard shows).
+    fn push(&mut self, event: &'a StoredEvent, build: &BuildRunEvent) {
+        let (run, kind, status) = match build {
             BuildRunEvent::BuildQueued { run, .. } => (run, "build", "queued"),
             BuildRunEvent::BuildStarted { run, .. } => (run, "build", "started"),
             BuildRunEvent::BuildSucceeded { run, .. }
             | BuildRunEvent::BuildFailed { run, .. }
             | BuildRunEvent::BuildCancelled { run, .. } => (run, "build", "completed"),
-            // Job changes carry no run; the run's own events say what a dashboard shows.
             BuildRunEvent::JobQueued { .. }
             | BuildRunEvent::JobStarted { .. }
-            | BuildRunEvent::JobFinished { .. } => return Ok(()),
+            | BuildRunEvent::JobFinished { .. } => return,
         };
         let verdict = build.verdict().map(|(_, v)| v);
-        let payload = serde_json::json!({
+        self.payload.push(serde_json::json!({
             "build_run_id": event.aggregate_id,
             "project_id": run.project_id,
             "workflow": run.workflow,
@@ -60,26 +119,12 @@ impl Projection for LiveFeedProjection {
             "transition": verdict.map(|v| v.transition.as_str()),
             "duration_secs": verdict.and_then(|v| v.duration_secs),
             "at": event.recorded_at,
-        });
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(FEED_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO live_feed (feed_seq, global_seq, project_id, build_run_id, kind, payload, recorded_at)
-             SELECT COALESCE(max(feed_seq), 0) + 1, $1, $2, $3, $4, $5, $6 FROM live_feed
-             ON CONFLICT (global_seq) DO NOTHING",
-        )
-        .bind(event.global_seq)
-        .bind(run.project_id)
-        .bind(&event.aggregate_id)
-        .bind(kind)
-        .bind(payload)
-        .bind(event.recorded_at)
-        .execute(&mut *tx)
-        .await?;
-        crate::changes::notify(tx, "live_feed", Some(run.project_id)).await?;
-        Ok(())
+        }));
+        self.global_seq.push(event.global_seq);
+        self.project_id.push(run.project_id);
+        self.build_run_id.push(&event.aggregate_id);
+        self.kind.push(kind);
+        self.recorded_at.push(event.recorded_at);
     }
 }
 
