@@ -164,15 +164,16 @@ async fn load(tx: &mut PgConnection, ids: &[&str]) -> Result<HashMap<String, Run
         .collect())
 }
 
-/// Write the folded runs, one statement for all of them.
+/// Write the folded runs and queue their projects' change notices, one statement for all of them.
 async fn store(tx: &mut PgConnection, rows: &[&RunRow]) -> Result<(), sqlx::Error> {
     macro_rules! column {
         ($field:ident) => {
             rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
         };
     }
-    sqlx::query(
-        "INSERT INTO build_runs (build_run_id, project_id, provider, repository, workflow, branch, run_id,
+    let statement = format!(
+        "WITH stored AS (
+         INSERT INTO build_runs (build_run_id, project_id, provider, repository, workflow, branch, run_id,
                                  run_number, attempt, commit_sha, commit_message, author, url, status, outcome,
                                  transition, failure_streak, queued_at, started_at, completed_at, duration_secs,
                                  jobs, updated_at, first_seen_at)
@@ -187,34 +188,38 @@ async fn store(tx: &mut PgConnection, rows: &[&RunRow]) -> Result<(), sqlx::Erro
              transition = EXCLUDED.transition, failure_streak = EXCLUDED.failure_streak,
              queued_at = EXCLUDED.queued_at, started_at = EXCLUDED.started_at,
              completed_at = EXCLUDED.completed_at, duration_secs = EXCLUDED.duration_secs,
-             jobs = EXCLUDED.jobs, updated_at = EXCLUDED.updated_at",
-    )
-    .bind(column!(build_run_id))
-    .bind(column!(project_id))
-    .bind(column!(provider))
-    .bind(column!(repository))
-    .bind(column!(workflow))
-    .bind(column!(branch))
-    .bind(column!(run_id))
-    .bind(column!(run_number))
-    .bind(column!(attempt))
-    .bind(column!(commit_sha))
-    .bind(column!(commit_message))
-    .bind(column!(author))
-    .bind(column!(url))
-    .bind(column!(status))
-    .bind(column!(outcome))
-    .bind(column!(transition))
-    .bind(column!(failure_streak))
-    .bind(column!(queued_at))
-    .bind(column!(started_at))
-    .bind(column!(completed_at))
-    .bind(column!(duration_secs))
-    .bind(column!(jobs))
-    .bind(column!(updated_at))
-    .bind(column!(first_seen_at))
-    .execute(&mut *tx)
-    .await?;
+             jobs = EXCLUDED.jobs, updated_at = EXCLUDED.updated_at
+         RETURNING project_id)
+         {}",
+        crate::changes::notify_stored("build_runs")
+    );
+    sqlx::query(&statement)
+        .bind(column!(build_run_id))
+        .bind(column!(project_id))
+        .bind(column!(provider))
+        .bind(column!(repository))
+        .bind(column!(workflow))
+        .bind(column!(branch))
+        .bind(column!(run_id))
+        .bind(column!(run_number))
+        .bind(column!(attempt))
+        .bind(column!(commit_sha))
+        .bind(column!(commit_message))
+        .bind(column!(author))
+        .bind(column!(url))
+        .bind(column!(status))
+        .bind(column!(outcome))
+        .bind(column!(transition))
+        .bind(column!(failure_streak))
+        .bind(column!(queued_at))
+        .bind(column!(started_at))
+        .bind(column!(completed_at))
+        .bind(column!(duration_secs))
+        .bind(column!(jobs))
+        .bind(column!(updated_at))
+        .bind(column!(first_seen_at))
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -297,8 +302,6 @@ impl Projection for BuildRunsProjection {
         }
         let rows: Vec<&RunRow> = touched.iter().filter_map(|id| runs.get(*id)).collect();
         store(tx, &rows).await?;
-        let projects: BTreeSet<Uuid> = rows.iter().map(|r| r.project_id).collect();
-        crate::changes::notify_projects(tx, "build_runs", projects).await?;
         Ok(())
     }
 }

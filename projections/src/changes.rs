@@ -58,6 +58,16 @@ pub async fn notify(
     Ok(())
 }
 
+/// The end of a statement whose `stored` CTE returns the `project_id` of every row it wrote: one notice per
+/// project, queued in the same round trip as the write (the live path applies a batch of one or two events,
+/// where a separate notice statement was a third of a read model's round trips).
+pub(crate) fn notify_stored(projection: &str) -> String {
+    format!(
+        "SELECT count(pg_notify('{CHANNEL}', '{projection}:' || p::text))
+           FROM (SELECT DISTINCT project_id AS p FROM stored) AS d"
+    )
+}
+
 /// Queue one notice per project in one statement: what a batch that touched many projects' rows sends.
 pub async fn notify_projects(
     conn: &mut PgConnection,

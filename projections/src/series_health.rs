@@ -103,24 +103,45 @@ async fn store(
     tx: &mut PgConnection,
     rows: &[(&SeriesKey, &SeriesRow)],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO series_health (project_id, workflow, branch, last_completed_at, last_outcome,
+    let statement = format!(
+        "WITH stored AS (
+         INSERT INTO series_health (project_id, workflow, branch, last_completed_at, last_outcome,
                                     last_build_run_id, failing_since)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
                               $7::timestamptz[])
          ON CONFLICT (project_id, workflow, branch) DO UPDATE SET
              last_completed_at = EXCLUDED.last_completed_at, last_outcome = EXCLUDED.last_outcome,
-             last_build_run_id = EXCLUDED.last_build_run_id, failing_since = EXCLUDED.failing_since",
-    )
-    .bind(rows.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(k, _)| k.2.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, r)| r.last_completed_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, r)| r.last_outcome.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, r)| r.last_build_run_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, r)| r.failing_since).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
+             last_build_run_id = EXCLUDED.last_build_run_id, failing_since = EXCLUDED.failing_since
+         RETURNING project_id)
+         {}",
+        crate::changes::notify_stored("series_health")
+    );
+    sqlx::query(&statement)
+        .bind(rows.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(k, _)| k.2.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(_, r)| r.last_completed_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, r)| r.last_outcome.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, r)| r.last_build_run_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, r)| r.failing_since)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -191,7 +212,6 @@ impl Projection for SeriesHealthProjection {
             .filter_map(|key| series.get(*key).map(|row| (*key, row)))
             .collect();
         store(tx, &rows).await?;
-        crate::changes::notify_projects(tx, "series_health", keys.iter().map(|k| k.0)).await?;
         Ok(())
     }
 }
