@@ -2,8 +2,10 @@
 //!
 //! `global_seq` is assigned at insert, not at commit, so a transaction that commits late can leave a smaller
 //! number behind a larger one already visible. A reader that remembers "I have read up to N" must therefore only
-//! read rows whose writing transaction is older than every transaction still running
-//! (`txid < pg_snapshot_xmin(pg_current_snapshot())`); later rows are read on the next call.
+//! read up to a horizon below which nothing is still being written: [`settled_horizon`] takes the lock every
+//! append holds shared (migration 0018) exclusively for an instant, so no append is in flight when it reads the
+//! largest committed number. (Filtering on the writing transaction's id, as this reader did before, is not
+//! enough: a transaction appending two events draws two numbers with another transaction's number between them.)
 
 use chrono::{DateTime, Utc};
 use domain::StoredEvent;
@@ -54,22 +56,53 @@ impl From<EventRow> for StoredEvent {
     }
 }
 
-/// Up to `limit` committed events after `after`, in global order, never skipping a late committer.
+/// The advisory lock every statement appending events holds shared until its transaction ends (migration 0018).
+pub const APPEND_LOCK: i64 = i64::from_be_bytes(*b"HRLDAPND");
+
+/// The largest global sequence up to which every event is settled: committed, or rolled back and never to
+/// appear. Waits for the appends in flight to end (new appends wait meanwhile), so it is asked once per pass
+/// over the log, not once per page.
+pub async fn settled_horizon(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(APPEND_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let horizon: i64 = sqlx::query_scalar("SELECT COALESCE(max(global_seq), 0) FROM events")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(horizon)
+}
+
+/// Up to `limit` events after `after` and up to `horizon` (from [`settled_horizon`]), in global order.
+pub async fn read_settled(
+    pool: &PgPool,
+    after: i64,
+    horizon: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events e
+          WHERE e.global_seq > $1 AND e.global_seq <= $2
+          ORDER BY e.global_seq LIMIT $3"
+    ))
+    .bind(after)
+    .bind(horizon)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+/// Up to `limit` committed events after `after`, in global order, never passing an event still being written.
 pub async fn read_after(
     pool: &PgPool,
     after: i64,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let rows: Vec<EventRow> = sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events e
-          WHERE e.global_seq > $1 AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY e.global_seq LIMIT $2"
-    ))
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(StoredEvent::from).collect())
+    let horizon = settled_horizon(pool).await?;
+    read_settled(pool, after, horizon, limit).await
 }
 
 /// Up to `limit` events after `after`, everything committed now, with no regard for late committers: only for

@@ -26,7 +26,7 @@ use sqlx::{Executor, PgPool};
 
 use domain::StoredEvent;
 
-use crate::log::{read_after, read_page, EventRow, EVENT_COLUMNS};
+use crate::log::{read_page, read_settled, settled_horizon, EventRow, EVENT_COLUMNS};
 use crate::{projection_named, Projector, PROJECTIONS};
 
 const CHECKPOINTS: &str = "projection_checkpoints";
@@ -315,6 +315,7 @@ async fn run_locked(
         size,
         snapshot: as_of.is_some(),
         tail: false,
+        horizon: 0,
     };
     let mut pending = reader.prefetch();
     loop {
@@ -483,7 +484,8 @@ async fn create_secondary_indexes(
 ///
 /// Short transactions, not one long snapshot: a snapshot held for the whole rebuild would keep vacuum from
 /// cleaning the read-model rows the rebuild updates over and over, and every update would get slower.
-/// `read_after` never skips an event that commits late; what is not safe to read yet is caught up at the swap.
+/// It reads up to a settled horizon, so it never passes an event that commits late, and takes a new horizon
+/// when it reaches the old one; what is not settled yet is caught up at the swap.
 /// A snapshot has no swap to catch up in, so at the end it reads what committed since, whoever else is running.
 struct LogReader {
     pool: PgPool,
@@ -491,6 +493,8 @@ struct LogReader {
     size: i64,
     snapshot: bool,
     tail: bool,
+    /// Everything up to here is settled; 0 until first asked.
+    horizon: i64,
 }
 
 impl LogReader {
@@ -500,7 +504,10 @@ impl LogReader {
             let batch = if self.tail {
                 read_page(&self.pool, self.after, self.size).await?
             } else {
-                read_after(&self.pool, self.after, self.size).await?
+                if self.after >= self.horizon {
+                    self.horizon = settled_horizon(&self.pool).await?;
+                }
+                read_settled(&self.pool, self.after, self.horizon, self.size).await?
             };
             match batch.last() {
                 Some(last) => self.after = last.global_seq,

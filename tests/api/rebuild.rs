@@ -289,3 +289,56 @@ async fn a_snapshot_answers_as_the_read_models_were_then() {
     assert_eq!(runs["items"][0]["status"], "done");
     app.finish().await;
 }
+
+/// A reader of the log in global order must not pass an event still being written. Here the transaction that
+/// commits first holds the larger number: a reader that read it and moved on would never see the smaller one.
+/// The reader waits for the append in flight, then reads both, in order.
+#[tokio::test]
+async fn the_log_reader_waits_for_an_append_in_flight_rather_than_pass_it() {
+    let database = fresh_database().await;
+    let pool = herald::connect(&url_of(&database)).await.unwrap();
+    commands::migrate(&pool).await.unwrap();
+    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+                                      metadata)
+                  VALUES ('Probe', $1, 1, 'Probed', '1.0', '{}'::json, '{}'::json) RETURNING global_seq";
+    let mut first = pool.begin().await.unwrap();
+    // The transaction that will commit first takes its id first, as one that wrote something else would.
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    let mut in_flight = pool.begin().await.unwrap();
+    let smaller: i64 = sqlx::query_scalar(insert)
+        .bind("in-flight")
+        .fetch_one(&mut *in_flight)
+        .await
+        .unwrap();
+    let larger: i64 = sqlx::query_scalar(insert)
+        .bind("first")
+        .fetch_one(&mut *first)
+        .await
+        .unwrap();
+    first.commit().await.unwrap();
+    assert!(smaller < larger);
+
+    let reader = tokio::spawn({
+        let pool = pool.clone();
+        async move { projections::log::read_after(&pool, 0, 100).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !reader.is_finished(),
+        "the reader waits while an append is in flight"
+    );
+    in_flight.commit().await.unwrap();
+    let read: Vec<i64> = reader
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|e| e.global_seq)
+        .collect();
+    assert_eq!(read, vec![smaller, larger]);
+    pool.close().await;
+    drop_database(&database).await;
+}
