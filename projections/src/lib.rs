@@ -74,15 +74,20 @@ pub trait Projection: Send + Sync {
     fn name(&self) -> &'static str;
     fn wants(&self, aggregate_type: &str) -> bool;
     /// Apply one event inside the caller's transaction. Called at most once per (aggregate, sequence).
+    ///
+    /// A projection implements this or [`Self::apply_many`]; each defaults to the other. The read models every
+    /// build event reaches implement `apply_many`, reading and writing each row once per batch, and so apply a
+    /// single event as a batch of one: the live stream and a rebuild go through the same fold.
     async fn apply(
         &self,
         tx: &mut PgConnection,
         event: &StoredEvent,
-    ) -> Result<(), ProjectionError>;
+    ) -> Result<(), ProjectionError> {
+        self.apply_many(tx, &[event]).await
+    }
 
-    /// Apply events none of which was applied before, in log order, inside the caller's transaction. The read
-    /// models every build event reaches override this to read and write each row once per batch; the others
-    /// apply one event at a time.
+    /// Apply events none of which was applied before, in log order, inside the caller's transaction; by
+    /// default one at a time.
     async fn apply_many(
         &self,
         tx: &mut PgConnection,

@@ -27,14 +27,6 @@ impl Projection for LiveFeedProjection {
         aggregate_type == "BuildRun"
     }
 
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_many(tx, &[event]).await
-    }
-
     /// The batch's rows are numbered in log order and inserted in one statement, under the lock.
     async fn apply_many(
         &self,

@@ -92,14 +92,6 @@ impl Projection for ProjectsProjection {
         matches!(aggregate_type, "Project" | "BuildRun")
     }
 
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_many(tx, &[event]).await
-    }
-
     /// Verdicts are tallied per project and added in one statement; a project event in between is applied in
     /// its place, after the verdicts before it, so a verdict never counts for a project not created yet.
     async fn apply_many(

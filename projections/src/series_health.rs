@@ -155,14 +155,6 @@ impl Projection for SeriesHealthProjection {
         aggregate_type == "BuildRun"
     }
 
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_many(tx, &[event]).await
-    }
-
     async fn apply_many(
         &self,
         tx: &mut PgConnection,

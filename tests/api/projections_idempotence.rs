@@ -1,8 +1,10 @@
 //! Projections are idempotent and rebuildable: the same events applied again, or applied twice to an empty
 //! database, leave exactly the read models the live pipeline built.
 
+use projections::Projector;
+
 use crate::helpers::{
-    drop_database, fixture, fixture_with, fresh_database, read_models, spawn_app, Bus,
+    drop_database, fixture, fixture_with, fresh_database, read_models, spawn_app, Bus, TestApp,
 };
 
 #[tokio::test]
@@ -26,7 +28,7 @@ async fn a_projection_that_processes_the_same_event_twice_leaves_the_same_read_m
     assert!(live.iter().any(|r| r.starts_with("notifications:")));
 
     let events = projections::log::read_all(&app.pool).await.unwrap();
-    let again = projections::Projector::all(app.pool.clone());
+    let again = Projector::all(app.pool.clone());
     for event in &events {
         let applied = again.handle(event).await.unwrap();
         assert_eq!(
@@ -37,25 +39,33 @@ async fn a_projection_that_processes_the_same_event_twice_leaves_the_same_read_m
     }
     assert_eq!(read_models(&app.pool).await, live);
 
-    let rebuilt = fresh_database().await;
-    let pool = herald::connect(&app.settings.database_url.replace(&app.database, &rebuilt))
+    let rebuilt = built_elsewhere(&app, async |projector| {
+        for _ in 0..2 {
+            for event in &events {
+                projector.handle(event).await.unwrap();
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        rebuilt, live,
+        "a rebuild from the log equals the live read models"
+    );
+    app.finish().await;
+}
+
+/// The read models a fresh database of the test server ends with after `apply` fed its projector.
+async fn built_elsewhere(app: &TestApp, apply: impl AsyncFnOnce(&Projector)) -> Vec<String> {
+    let database = fresh_database().await;
+    let pool = herald::connect(&app.settings.database_url.replace(&app.database, &database))
         .await
         .unwrap();
     commands::migrate(&pool).await.unwrap();
-    let projector = projections::Projector::all(pool.clone());
-    for _ in 0..2 {
-        for event in &events {
-            projector.handle(event).await.unwrap();
-        }
-    }
-    assert_eq!(
-        read_models(&pool).await,
-        live,
-        "a rebuild from the log equals the live read models"
-    );
+    apply(&Projector::all(pool.clone())).await;
+    let built = read_models(&pool).await;
     pool.close().await;
-    drop_database(&rebuilt).await;
-    app.finish().await;
+    drop_database(&database).await;
+    built
 }
 
 /// The read models that build events reach fold a batch in memory and write each row once. Whatever the batch
@@ -129,22 +139,16 @@ async fn batches_of_any_size_build_the_same_read_models_as_one_event_at_a_time()
     let events = projections::log::read_all(&app.pool).await.unwrap();
 
     for batch in [1, 3, 7, events.len()] {
-        let rebuilt = fresh_database().await;
-        let pool = herald::connect(&app.settings.database_url.replace(&app.database, &rebuilt))
-            .await
-            .unwrap();
-        commands::migrate(&pool).await.unwrap();
-        let projector = projections::Projector::all(pool.clone());
-        for chunk in events.chunks(batch) {
-            projector.handle_batch(chunk).await.unwrap();
-        }
+        let rebuilt = built_elsewhere(&app, async |projector| {
+            for chunk in events.chunks(batch) {
+                projector.handle_batch(chunk).await.unwrap();
+            }
+        })
+        .await;
         assert_eq!(
-            read_models(&pool).await,
-            live,
+            rebuilt, live,
             "batches of {batch} build what the live pipeline built"
         );
-        pool.close().await;
-        drop_database(&rebuilt).await;
     }
     app.finish().await;
 }
