@@ -26,7 +26,7 @@ use sqlx::{Executor, PgPool};
 
 use domain::StoredEvent;
 
-use crate::log::{read_page, read_settled, settled_horizon, EventRow, EVENT_COLUMNS};
+use crate::log::{read_settled, settled_horizon, EventRow, EVENT_COLUMNS};
 use crate::{projection_named, Projector, PROJECTIONS};
 
 const CHECKPOINTS: &str = "projection_checkpoints";
@@ -313,8 +313,6 @@ async fn run_locked(
         pool: pool.clone(),
         after: last,
         size,
-        snapshot: as_of.is_some(),
-        tail: false,
         horizon: 0,
     };
     let mut pending = reader.prefetch();
@@ -485,40 +483,30 @@ async fn create_secondary_indexes(
 /// Short transactions, not one long snapshot: a snapshot held for the whole rebuild would keep vacuum from
 /// cleaning the read-model rows the rebuild updates over and over, and every update would get slower.
 /// It reads up to a settled horizon, so it never passes an event that commits late, and takes a new horizon
-/// when it reaches the old one; what is not settled yet is caught up at the swap.
-/// A snapshot has no swap to catch up in, so at the end it reads what committed since, whoever else is running.
+/// when it reaches the old one; it ends when a fresh horizon brings nothing new, so what it has read is
+/// everything committed then. A live rebuild catches up what commits after at the swap; a snapshot has no swap
+/// and needs none. (Before the horizon, a snapshot ended with an unguarded read of whatever had committed,
+/// because the old reader could hold events back behind any long transaction.)
 struct LogReader {
     pool: PgPool,
     after: i64,
     size: i64,
-    snapshot: bool,
-    tail: bool,
     /// Everything up to here is settled; 0 until first asked.
     horizon: i64,
 }
 
 impl LogReader {
-    /// The next batch; empty at the end.
+    /// The next batch; empty once a fresh horizon holds nothing new, that is, once everything committed when
+    /// it was asked has been read.
     async fn next(&mut self) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        loop {
-            let batch = if self.tail {
-                read_page(&self.pool, self.after, self.size).await?
-            } else {
-                if self.after >= self.horizon {
-                    self.horizon = settled_horizon(&self.pool).await?;
-                }
-                read_settled(&self.pool, self.after, self.horizon, self.size).await?
-            };
-            match batch.last() {
-                Some(last) => self.after = last.global_seq,
-                None if self.snapshot && !self.tail => {
-                    self.tail = true;
-                    continue;
-                }
-                None => {}
-            }
-            return Ok(batch);
+        if self.after >= self.horizon {
+            self.horizon = settled_horizon(&self.pool).await?;
         }
+        let batch = read_settled(&self.pool, self.after, self.horizon, self.size).await?;
+        if let Some(last) = batch.last() {
+            self.after = last.global_seq;
+        }
+        Ok(batch)
     }
 
     /// Start reading the next batch in a task of its own; the reader comes back with it.
