@@ -161,7 +161,7 @@ impl Default for Config {
             delivery_max_attempts_email: None,
             delivery_max_attempts_fcm: None,
             delivery_max_attempts_web_push: None,
-            delivery_concurrency: 8,
+            delivery_concurrency: 32,
             telegram_rate_per_chat_per_sec: 1,
             telegram_rate_per_group_per_min: 20,
             telegram_rate_overall_per_sec: 30,

@@ -300,17 +300,22 @@ impl Running {
     }
 }
 
-/// A delivery holds its queue row's connection while it loads and records the notification on another, so
-/// `concurrency` deliveries need twice as many connections: with fewer, every delivery can hold one and wait
-/// for a second until the pool's acquire timeout (found by the fault-injection suite, with 4 connections and
-/// the default 8 deliveries). Refused at start, with the numbers, rather than discovered as a stall.
-fn check_pool_for_delivery(max_connections: u32, concurrency: usize) -> anyhow::Result<()> {
-    let needed = concurrency.saturating_mul(2);
+/// A delivery task holds its claimed queue rows' connection while it loads and records the notifications on
+/// another, so its tasks need twice as many connections: with fewer, every task can hold one and wait for a
+/// second until the pool's acquire timeout (found by the fault-injection suite, with 4 connections and 8
+/// one-at-a-time deliveries). Refused at start, with the numbers, rather than discovered as a stall.
+fn check_pool_for_delivery(
+    max_connections: u32,
+    delivery: &workers::DeliverySettings,
+) -> anyhow::Result<()> {
+    let tasks = delivery.tasks();
+    let needed = tasks.saturating_mul(2);
     if (max_connections as usize) < needed {
         anyhow::bail!(
-            "HERALD_DELIVERY_CONCURRENCY={concurrency} needs HERALD_DATABASE_MAX_CONNECTIONS of at least {needed} \
-             (got {max_connections}): each delivery holds its queue row on one connection while it records the \
-             outcome on another; raise the connections or lower the concurrency"
+            "HERALD_DELIVERY_CONCURRENCY={} runs {tasks} delivery tasks, which need HERALD_DATABASE_MAX_CONNECTIONS \
+             of at least {needed} (got {max_connections}): each task holds its claimed queue rows on one \
+             connection while it records their attempts on another; raise the connections or lower the concurrency",
+            delivery.concurrency
         );
     }
     Ok(())
@@ -319,7 +324,7 @@ fn check_pool_for_delivery(max_connections: u32, concurrency: usize) -> anyhow::
 /// Migrate, then start `roles` in this process.
 pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Running> {
     if roles.contains(&Role::Delivery) {
-        check_pool_for_delivery(settings.pool.max_connections, settings.delivery.concurrency)?;
+        check_pool_for_delivery(settings.pool.max_connections, &settings.delivery)?;
     }
     let pool = connect_with(&settings.database_url, &settings.pool).await?;
     commands::migrate(&pool)
@@ -600,13 +605,20 @@ mod tests {
 
     #[test]
     fn a_pool_too_small_for_the_delivery_concurrency_is_refused_with_the_numbers() {
-        assert!(check_pool_for_delivery(20, 8).is_ok());
-        assert!(check_pool_for_delivery(2, 1).is_ok());
-        let refused = check_pool_for_delivery(4, 8).unwrap_err().to_string();
+        let delivery = |concurrency| workers::DeliverySettings {
+            concurrency,
+            ..Default::default()
+        };
+        assert!(check_pool_for_delivery(20, &delivery(8)).is_ok());
+        assert!(check_pool_for_delivery(2, &delivery(1)).is_ok());
+        assert!(check_pool_for_delivery(8, &delivery(256)).is_ok());
+        let refused = check_pool_for_delivery(4, &delivery(8))
+            .unwrap_err()
+            .to_string();
         assert!(
-            refused.contains("HERALD_DELIVERY_CONCURRENCY=8"),
+            refused.contains("HERALD_DELIVERY_CONCURRENCY=8 runs 4 delivery tasks"),
             "{refused}"
         );
-        assert!(refused.contains("at least 16 (got 4)"), "{refused}");
+        assert!(refused.contains("at least 8 (got 4)"), "{refused}");
     }
 }

@@ -9,6 +9,11 @@
 //! `(aggregate_type, aggregate_id, sequence)` still turns a concurrent writer into an optimistic-lock conflict.
 //! Rows are inserted in array order (`WITH ORDINALITY … ORDER BY`), so `global_seq` follows `sequence` as it did.
 //!
+//! The same statement appends the events of many aggregates at once ([`EventLog::append`] takes any mix), which
+//! is how a batch of commands (`Executor::execute_many`) commits in one round trip and one WAL flush: all of
+//! them or, when any one conflicts, none. [`EventLog::load_many`] is its read side: the events of many
+//! aggregates in one query.
+//!
 //! Reads, snapshots and streams stay postgres-es's own; Herald configures no snapshots.
 
 use cqrs_es::persist::{
@@ -21,10 +26,16 @@ use sqlx::PgPool;
 
 const APPEND: &str = "
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
-  FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]::json[], $7::text[]::json[])
-       WITH ORDINALITY AS e(sequence, event_type, event_version, payload, metadata, n)
+SELECT $1, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+  FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]::json[], $7::text[]::json[])
+       WITH ORDINALITY AS e(aggregate_id, sequence, event_type, event_version, payload, metadata, n)
  ORDER BY e.n";
+
+const LOAD_MANY: &str = "
+SELECT aggregate_id, sequence, event_type, event_version, payload, metadata
+  FROM events
+ WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
+ ORDER BY aggregate_id, sequence";
 
 /// postgres-es's repository with a one-statement append.
 pub struct EventLog {
@@ -40,12 +51,14 @@ impl EventLog {
         }
     }
 
-    async fn append<A: Aggregate>(&self, events: &[SerializedEvent]) -> Result<(), sqlx::Error> {
-        let Some(first) = events.first() else {
+    /// Append `events` (of one aggregate type, any number of aggregates) in one statement: all or none.
+    pub async fn append<A: Aggregate>(&self, events: &[SerializedEvent]) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
             return Ok(());
-        };
+        }
         let mut columns = Columns::default();
         for event in events {
+            columns.aggregate_id.push(&event.aggregate_id);
             columns.sequence.push(event.sequence as i64);
             columns.event_type.push(&event.event_type);
             columns.event_version.push(&event.event_version);
@@ -55,7 +68,7 @@ impl EventLog {
         }
         sqlx::query(APPEND)
             .bind(A::TYPE)
-            .bind(&first.aggregate_id)
+            .bind(columns.aggregate_id)
             .bind(columns.sequence)
             .bind(columns.event_type)
             .bind(columns.event_version)
@@ -65,11 +78,40 @@ impl EventLog {
             .await?;
         Ok(())
     }
+
+    /// The events of every aggregate in `ids`, each aggregate's in sequence order (as stored: not upcast).
+    pub async fn load_many<A: Aggregate>(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<SerializedEvent>, sqlx::Error> {
+        let rows: Vec<(String, i64, String, String, Value, Value)> = sqlx::query_as(LOAD_MANY)
+            .bind(A::TYPE)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(aggregate_id, sequence, event_type, event_version, payload, metadata)| {
+                    SerializedEvent::new(
+                        aggregate_id,
+                        usize::try_from(sequence).unwrap_or_default(),
+                        A::TYPE.to_owned(),
+                        event_type,
+                        event_version,
+                        payload,
+                        metadata,
+                    )
+                },
+            )
+            .collect())
+    }
 }
 
 /// The events of one append, column by column, as `unnest` takes them.
 #[derive(Default)]
 struct Columns<'a> {
+    aggregate_id: Vec<&'a str>,
     sequence: Vec<i64>,
     event_type: Vec<&'a str>,
     event_version: Vec<&'a str>,
@@ -78,7 +120,7 @@ struct Columns<'a> {
 }
 
 /// A unique violation on the events' key is another writer's commit of the same sequence number.
-fn persistence_error(error: sqlx::Error) -> PersistenceError {
+pub(crate) fn persistence_error(error: sqlx::Error) -> PersistenceError {
     match &error {
         sqlx::Error::Database(e) if e.is_unique_violation() => {
             PersistenceError::OptimisticLockError

@@ -27,7 +27,7 @@ pub mod unsubscribe;
 mod webhook_target;
 
 pub use error::CommandError;
-pub use executor::Executor;
+pub use executor::{BatchResult, Batched, Executor};
 pub use migrate::{migrate, MIGRATOR};
 pub use service::{Commands, Metadata, RecordedBuild, DEFAULT_SECRET_OVERLAP};
 pub use subscribers::{FilterInput, Linked, LINK_CODE_TTL, VERIFICATION_TTL};

@@ -9,6 +9,7 @@ mod analytics;
 mod audit;
 mod auth;
 mod backup;
+mod batches;
 mod benchmarks;
 mod bot;
 mod bounces;

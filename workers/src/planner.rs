@@ -19,7 +19,7 @@ use chrono::Utc;
 use commands::planning::{decide, ContactFacts, Decision, Recipient};
 use commands::template::{BuildContext, MessageRenderer};
 use commands::templates::Templates;
-use commands::{Commands, Metadata};
+use commands::{Batched, Commands, Metadata};
 use domain::{
     BuildRunEvent, Button, Channel, ChannelKind, ChatId, ContactAddress, Language, MessageDetails,
     NotificationCommand, OutcomeFilter, Preferences, QuietHours, RunFacts, RunInfo, StoredEvent,
@@ -276,6 +276,7 @@ impl EventHandler for Planner {
         let mut reached: Vec<Channel> = Vec::new();
         // Looked up once, for the first subscriber who wants verdicts edited in place.
         let mut started_sequence: Option<Option<i64>> = None;
+        let mut decisions = Vec::new();
         for subscription in subscriptions {
             // A start is news only to those who asked for starts; nobody else gets a decision recorded.
             if verdict.is_none()
@@ -385,14 +386,28 @@ impl EventHandler for Planner {
                     at: Utc::now(),
                 },
             };
-            self.commands
-                .notifications()
-                .execute(&notification_id.to_string(), command, &metadata)
-                .await?;
+            decisions.push(Batched {
+                id: notification_id.to_string(),
+                command,
+                metadata: metadata.clone(),
+            });
+        }
+        // Recorded a few hundred decisions to a statement: a run watched by thousands of chats is a handful
+        // of commits, not thousands. A failure fails the event, and handling it again records only what is
+        // still missing (the notification ids are the same).
+        while !decisions.is_empty() {
+            let rest = decisions.split_off(decisions.len().min(PLAN_BATCH));
+            let chunk = std::mem::replace(&mut decisions, rest);
+            for result in self.commands.notifications().execute_many(chunk).await {
+                result?;
+            }
         }
         Ok(())
     }
 }
+
+/// Decisions recorded in one statement.
+const PLAN_BATCH: usize = 500;
 
 /// Telegram HTML as plain text: tags dropped, the four entities Herald writes turned back into characters.
 pub(crate) fn plain_text(html: &str) -> String {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use commands::{CommandError, Commands, Metadata};
+use commands::{Batched, CommandError, Commands, Metadata};
 use domain::{ChannelKind, NotificationCommand, NotificationEvent, StoredEvent};
 use rand::Rng;
 use sqlx::PgPool;
@@ -65,56 +65,99 @@ impl EventHandler for DeliveryEnqueuer {
     }
 
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandlerError> {
-        if event.aggregate_type != "Notification" {
-            return Ok(());
-        }
-        let trace_id = event.metadata.get("trace_id").and_then(|t| t.as_str());
-        match event.decode().map_err(HandlerError::permanent)? {
-            NotificationEvent::NotificationPlanned {
-                notification_id,
-                planned_at,
-                channel,
-                ..
-            } => {
-                let chat_id = match channel {
-                    domain::Channel::Telegram { chat_id, .. } => Some(chat_id.get()),
-                    _ => None,
-                };
-                sqlx::query(
-                    "INSERT INTO delivery_queue (notification_id, next_attempt_at, trace_id, channel, chat_id)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (notification_id) DO NOTHING",
+        self.enqueue(std::slice::from_ref(event)).await
+    }
+
+    /// The planned notifications of a batch go in with one statement.
+    async fn handle_batch(&self, events: &[StoredEvent]) -> Option<Result<(), HandlerError>> {
+        Some(self.enqueue(events).await)
+    }
+}
+
+/// Queue rows, column by column, as `unnest` takes them.
+#[derive(Default)]
+struct QueueRows {
+    notification_id: Vec<Uuid>,
+    next_attempt_at: Vec<chrono::DateTime<Utc>>,
+    trace_id: Vec<Option<String>>,
+    channel: Vec<&'static str>,
+    chat_id: Vec<Option<i64>>,
+}
+
+impl DeliveryEnqueuer {
+    async fn enqueue(&self, events: &[StoredEvent]) -> Result<(), HandlerError> {
+        let mut rows = QueueRows::default();
+        let mut redriven = Vec::new();
+        for event in events.iter().filter(|e| {
+            e.aggregate_type == "Notification"
+                && matches!(
+                    e.event_type.as_str(),
+                    "NotificationPlanned" | "NotificationRedriven"
                 )
-                .bind(notification_id)
-                .bind(planned_at)
-                .bind(trace_id)
-                .bind(channel.kind().as_str())
-                .bind(chat_id)
-                .execute(&self.pool)
-                .await?;
-            }
-            NotificationEvent::NotificationRedriven { redriven_at, .. } => {
-                // The channel is the planned one: read it from the notification's first event.
-                sqlx::query(
-                    "INSERT INTO delivery_queue (notification_id, next_attempt_at, trace_id, channel, chat_id)
-                     SELECT $1::uuid, $2, $3, p.body->'channel'->>'channel', (p.body->'channel'->>'chat_id')::bigint
-                       FROM (SELECT payload::jsonb->'NotificationPlanned' AS body FROM events
-                              WHERE aggregate_type = 'Notification' AND aggregate_id = $1::text
-                                AND event_type = 'NotificationPlanned') p
-                     ON CONFLICT (notification_id) DO NOTHING",
-                )
-                .bind(
-                    event
+        }) {
+            let trace_id = event.metadata.get("trace_id").and_then(|t| t.as_str());
+            match event.decode().map_err(HandlerError::permanent)? {
+                NotificationEvent::NotificationPlanned {
+                    notification_id,
+                    planned_at,
+                    channel,
+                    ..
+                } => {
+                    rows.notification_id.push(notification_id);
+                    rows.next_attempt_at.push(planned_at);
+                    rows.trace_id.push(trace_id.map(str::to_owned));
+                    rows.channel.push(channel.kind().as_str());
+                    rows.chat_id.push(match channel {
+                        domain::Channel::Telegram { chat_id, .. } => Some(chat_id.get()),
+                        _ => None,
+                    });
+                }
+                NotificationEvent::NotificationRedriven { redriven_at, .. } => {
+                    let id = event
                         .aggregate_id
                         .parse::<Uuid>()
-                        .map_err(HandlerError::permanent)?,
-                )
-                .bind(redriven_at)
-                .bind(trace_id)
-                .execute(&self.pool)
-                .await?;
+                        .map_err(HandlerError::permanent)?;
+                    redriven.push((id, redriven_at, trace_id));
+                }
+                _ => {}
             }
-            _ => return Ok(()),
         }
+        if rows.notification_id.is_empty() && redriven.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        if !rows.notification_id.is_empty() {
+            sqlx::query(
+                "INSERT INTO delivery_queue (notification_id, next_attempt_at, trace_id, channel, chat_id)
+                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[])
+                 ON CONFLICT (notification_id) DO NOTHING",
+            )
+            .bind(rows.notification_id)
+            .bind(rows.next_attempt_at)
+            .bind(rows.trace_id)
+            .bind(rows.channel)
+            .bind(rows.chat_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (id, redriven_at, trace_id) in redriven {
+            // The channel is the planned one: read it from the notification's first event.
+            sqlx::query(
+                "INSERT INTO delivery_queue (notification_id, next_attempt_at, trace_id, channel, chat_id)
+                 SELECT $1::uuid, $2, $3, p.body->'channel'->>'channel', (p.body->'channel'->>'chat_id')::bigint
+                   FROM (SELECT payload::jsonb->'NotificationPlanned' AS body FROM events
+                          WHERE aggregate_type = 'Notification' AND aggregate_id = $1::text
+                            AND event_type = 'NotificationPlanned') p
+                 ON CONFLICT (notification_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(redriven_at)
+            .bind(trace_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.wake.notify_waiters();
         self.wake.notify_one();
         Ok(())
     }
@@ -162,7 +205,7 @@ impl Default for DeliverySettings {
         Self {
             max_attempts: HashMap::new(),
             default_max_attempts: 5,
-            concurrency: 8,
+            concurrency: 32,
             telegram_limits: TelegramLimits::default(),
             breaker: BreakerSettings::default(),
         }
@@ -170,6 +213,21 @@ impl Default for DeliverySettings {
 }
 
 impl DeliverySettings {
+    /// The most worker tasks: enough that one task's commits overlap another's provider calls.
+    const MAX_TASKS: usize = 4;
+
+    /// Worker tasks: `concurrency` split into at most four, each claiming a batch. Few tasks with large
+    /// batches are what make delivery fast (a turn costs the same commits whatever its size); more than one
+    /// keeps a turn waiting on the database from stalling every send.
+    pub fn tasks(&self) -> usize {
+        self.concurrency.clamp(1, Self::MAX_TASKS)
+    }
+
+    /// Notifications one task claims at a time.
+    pub fn batch(&self) -> usize {
+        self.concurrency.max(1).div_ceil(self.tasks())
+    }
+
     pub fn max_attempts(&self, kind: ChannelKind) -> u32 {
         self.max_attempts
             .get(&kind)
@@ -189,6 +247,35 @@ pub struct DeliveryWorker {
     breakers: HashMap<ChannelKind, Arc<Breaker>>,
     /// Telegram chats at their rate limit, and until when: left out of the claim.
     busy_chats: Mutex<HashMap<i64, Instant>>,
+}
+
+/// One claimed notification in a worker's turn.
+struct Turn {
+    notification_id: Uuid,
+    trace_id: String,
+    kind: ChannelKind,
+    chat_id: Option<i64>,
+    notification: domain::Notification,
+    /// Decided so far; `None` while undecided, and for good when its events could not be recorded.
+    outcome: Option<DeliveryOutcome>,
+    retry_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl Turn {
+    fn metadata(&self) -> Metadata {
+        Metadata::from([
+            ("caused_by".to_owned(), "delivery".to_owned()),
+            ("trace_id".to_owned(), self.trace_id.clone()),
+        ])
+    }
+
+    fn batched(&self, command: NotificationCommand) -> Batched<NotificationCommand> {
+        Batched {
+            id: self.notification_id.to_string(),
+            command,
+            metadata: self.metadata(),
+        }
+    }
 }
 
 impl DeliveryWorker {
@@ -248,6 +335,24 @@ impl DeliveryWorker {
 
     /// Claim the next due notification that may go out now, attempt it once, record the outcome.
     pub async fn try_deliver_next(&self) -> Result<DeliveryOutcome, DeliveryError> {
+        Ok(self
+            .try_deliver(1)
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(DeliveryOutcome::Idle))
+    }
+
+    /// Claim up to `limit` due notifications that may go out now and attempt each once: the attempts are
+    /// recorded as started with one append before any provider is called, the calls run at once, and their
+    /// outcomes are recorded with one append after the last has answered. Returns each claimed
+    /// notification's outcome; none when nothing is due.
+    ///
+    /// A turn of many costs what a turn of one did (the claim, two appends, the queue's commit), which is
+    /// what lets delivery outrun the database's commit rate. The price: a notification's outcome waits for
+    /// the slowest call of its turn, and a worker killed mid-turn leaves every attempt of the turn
+    /// interrupted, not one (each is then handled as a single interrupted attempt would be).
+    pub async fn try_deliver(&self, limit: usize) -> Result<Vec<DeliveryOutcome>, DeliveryError> {
         // Channels without a provider here wait for a process that has one; open breakers wait for the provider.
         let blocked: Vec<&str> = ChannelKind::ALL
             .into_iter()
@@ -255,169 +360,273 @@ impl DeliveryWorker {
             .map(ChannelKind::as_str)
             .collect();
         let mut tx = self.pool.begin().await?;
-        let claimed: Option<(Uuid, Option<String>, String, Option<i64>)> = sqlx::query_as(
+        let claimed: Vec<(Uuid, Option<String>, String, Option<i64>)> = sqlx::query_as(
             "SELECT notification_id, trace_id, channel, chat_id FROM delivery_queue
               WHERE next_attempt_at <= now() AND channel <> ALL($1)
                 AND (chat_id IS NULL OR chat_id <> ALL($2))
-              ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED",
         )
         .bind(&blocked)
         .bind(self.busy_chats())
-        .fetch_optional(&mut *tx)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
         .await?;
-        let Some((notification_id, trace_id, channel, chat_id)) = claimed else {
-            return Ok(DeliveryOutcome::Idle);
-        };
-        let kind = ChannelKind::parse(&channel).unwrap_or(ChannelKind::Telegram);
-        if self.breaker(kind).allow().is_err() {
-            return Ok(DeliveryOutcome::Deferred);
+        if claimed.is_empty() {
+            return Ok(Vec::new());
         }
-        // Continue the trace of the webhook that caused this notification.
-        let trace_id = trace_id.unwrap_or_else(commands::trace::new_trace_id);
-        let span = tracing::info_span!("delivery", trace_id = %trace_id, notification = %notification_id, channel = kind.as_str());
-        let result = commands::trace::scope(
-            trace_id,
-            self.deliver(tx, notification_id, kind, chat_id)
-                .instrument(span),
+        let ids: Vec<String> = claimed.iter().map(|c| c.0.to_string()).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let notifications = self.commands.notifications().load_many(&refs).await?;
+        let mut turns: Vec<Turn> = claimed
+            .into_iter()
+            .zip(notifications)
+            .map(|((notification_id, trace_id, channel, chat_id), notification)| Turn {
+                notification_id,
+                // Continue the trace of the webhook that caused this notification.
+                trace_id: trace_id.unwrap_or_else(commands::trace::new_trace_id),
+                kind: ChannelKind::parse(&channel).unwrap_or(ChannelKind::Telegram),
+                chat_id,
+                notification,
+                outcome: None,
+                retry_at: None,
+            })
+            .collect();
+        let mut failure = None;
+        let sending = self.start(&mut turns, &mut failure).await;
+        let answers = futures::future::join_all(
+            sending.iter().map(|&i| self.call_provider(&turns[i])),
         )
         .await;
-        if !matches!(
-            result,
-            Ok(DeliveryOutcome::Delivered | DeliveryOutcome::RetryScheduled)
-                | Ok(DeliveryOutcome::DeadLettered)
-        ) {
-            // No provider answer decided anything: a probe taken for this turn goes back.
-            self.breaker(kind).release();
-        }
-        result
-    }
-
-    async fn deliver(
-        &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        notification_id: Uuid,
-        kind: ChannelKind,
-        chat_id: Option<i64>,
-    ) -> Result<DeliveryOutcome, DeliveryError> {
-        let id = notification_id.to_string();
-        let executor = self.commands.notifications();
-        let notification = executor.load(&id).await?;
-        let sends = notification.settled.is_none() && notification.in_flight.is_none();
-        if let (true, Some(chat_id)) = (sends, chat_id) {
-            // Only a turn that will call Telegram takes a slot; the row stays as it is (the transaction rolls
-            // back) when the chat is at its limit.
-            if let Err(wait) = self.providers.chat_slot(chat_id) {
-                self.mark_busy(chat_id, wait);
-                return Ok(DeliveryOutcome::Deferred);
-            }
-        }
-        let metadata = Metadata::from([("caused_by".to_owned(), "delivery".to_owned())]);
-        let max_attempts = self.settings.max_attempts(kind);
-        let (outcome, retry_at) = if notification.settled.is_some() {
-            (DeliveryOutcome::AlreadySettled, None)
-        } else if notification.in_flight.is_some() {
-            let command = NotificationCommand::RecordInterrupted {
-                max_attempts,
-                at: Utc::now(),
-            };
-            let events = executor.execute(&id, command, &metadata).await?;
-            tracing::warn!(
-                notification = %notification_id,
-                "an attempt was interrupted before its outcome was recorded"
-            );
-            metrics::counter!("herald_interrupted_attempts_total", "channel" => kind.as_str())
-                .increment(1);
-            outcome_of(&events, DeliveryOutcome::Interrupted)
-        } else {
-            self.attempt(&id, &notification, max_attempts, &metadata)
-                .await?
-        };
-        match retry_at {
-            Some(at) => {
-                sqlx::query(
-                    "UPDATE delivery_queue SET next_attempt_at = $2 WHERE notification_id = $1",
-                )
-                .bind(notification_id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?
-            }
-            None => {
-                sqlx::query("DELETE FROM delivery_queue WHERE notification_id = $1")
-                    .bind(notification_id)
-                    .execute(&mut *tx)
-                    .await?
-            }
-        };
-        tx.commit().await?;
-        record_metrics(kind, outcome);
-        Ok(outcome)
-    }
-
-    async fn attempt(
-        &self,
-        id: &str,
-        notification: &domain::Notification,
-        max_attempts: u32,
-        metadata: &Metadata,
-    ) -> Result<(DeliveryOutcome, Option<chrono::DateTime<Utc>>), DeliveryError> {
-        let executor = self.commands.notifications();
-        let Some(channel) = notification.channel.clone() else {
-            return Ok((DeliveryOutcome::AlreadySettled, None));
-        };
-        let kind = channel.kind();
-        let attempt = notification.attempts + 1;
-        executor
-            .execute(
-                id,
-                NotificationCommand::StartAttempt { at: Utc::now() },
-                metadata,
-            )
-            .await?;
-        let started = Instant::now();
-        let result = self
-            .providers
-            .send(&self.commands, notification, &channel)
+        self.record_outcomes(&mut turns, sending, answers, &mut failure)
             .await;
-        let latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        metrics::histogram!("herald_delivery_latency_seconds", "channel" => kind.as_str())
-            .record(started.elapsed().as_secs_f64());
-        let command = match result {
-            Ok(Sent { message_id }) => {
-                self.breaker(kind).record_success();
-                NotificationCommand::RecordDelivered {
-                    attempt,
-                    provider_message_id: message_id,
-                    latency_ms,
+        self.settle_queue(&mut tx, &turns).await?;
+        tx.commit().await?;
+        let outcomes: Vec<DeliveryOutcome> = turns.iter().filter_map(|t| t.outcome).collect();
+        match failure {
+            // Nothing moved, and something failed: the caller backs off.
+            Some(e) if outcomes.iter().all(|o| *o == DeliveryOutcome::Deferred) => Err(e),
+            _ => {
+                for (turn, outcome) in turns.iter().filter_map(|t| Some((t, t.outcome?))) {
+                    record_metrics(turn.kind, outcome);
+                }
+                Ok(outcomes)
+            }
+        }
+    }
+
+    /// Decide each claimed notification's turn and record, in one append, the attempts about to start and
+    /// the interrupted attempts found. Returns the turns whose provider is to be called now.
+    async fn start(
+        &self,
+        turns: &mut [Turn],
+        failure: &mut Option<DeliveryError>,
+    ) -> Vec<usize> {
+        let mut commands = Vec::new();
+        let mut commanded = Vec::new();
+        for (i, turn) in turns.iter_mut().enumerate() {
+            if self.breaker(turn.kind).allow().is_err() {
+                turn.outcome = Some(DeliveryOutcome::Deferred);
+                continue;
+            }
+            let command = if turn.notification.settled.is_some()
+                || turn.notification.channel.is_none()
+            {
+                turn.outcome = Some(DeliveryOutcome::AlreadySettled);
+                None
+            } else if turn.notification.in_flight.is_some() {
+                Some(NotificationCommand::RecordInterrupted {
+                    max_attempts: self.settings.max_attempts(turn.kind),
                     at: Utc::now(),
+                })
+            } else if let Some(Err(wait)) = turn.chat_id.map(|c| self.providers.chat_slot(c)) {
+                // Only a turn that will call Telegram takes a slot; the row stays as it is when the chat is
+                // at its limit.
+                self.mark_busy(turn.chat_id.unwrap_or_default(), wait);
+                turn.outcome = Some(DeliveryOutcome::Deferred);
+                None
+            } else {
+                Some(NotificationCommand::StartAttempt { at: Utc::now() })
+            };
+            match command {
+                Some(command) => {
+                    commands.push(turn.batched(command));
+                    commanded.push(i);
+                }
+                // No provider answer decides anything: a probe taken for this turn goes back.
+                None => self.breaker(turn.kind).release(),
+            }
+        }
+        let results = self.commands.notifications().execute_many(commands).await;
+        let mut sending = Vec::new();
+        for (i, result) in commanded.into_iter().zip(results) {
+            let turn = &mut turns[i];
+            let interrupted = turn.notification.in_flight.is_some();
+            match result {
+                Ok(_) if !interrupted => sending.push(i),
+                Ok(events) => {
+                    self.breaker(turn.kind).release();
+                    tracing::warn!(
+                        trace_id = %turn.trace_id,
+                        notification = %turn.notification_id,
+                        "an attempt was interrupted before its outcome was recorded"
+                    );
+                    metrics::counter!("herald_interrupted_attempts_total", "channel" => turn.kind.as_str())
+                        .increment(1);
+                    let (outcome, retry_at) = outcome_of(&events, DeliveryOutcome::Interrupted);
+                    (turn.outcome, turn.retry_at) = (Some(outcome), retry_at);
+                }
+                Err(e) => {
+                    self.breaker(turn.kind).release();
+                    tracing::warn!(trace_id = %turn.trace_id, notification = %turn.notification_id, error = %e, "cannot start the attempt");
+                    failure.get_or_insert(e.into());
                 }
             }
-            Err(Refusal {
-                failure,
-                contact_gone,
-            }) => {
-                if failure.code.is_none_or(|code| code >= 500) {
-                    self.breaker(kind).record_outage();
-                } else {
-                    self.breaker(kind).record_success();
-                }
-                tracing::warn!(notification = id, attempt, code = ?failure.code, error = %failure.description, "provider refused");
-                if contact_gone {
-                    self.disable_contacts(&channel, &failure.description, metadata)
-                        .await?;
-                }
-                NotificationCommand::RecordFailure {
-                    attempt,
-                    failure,
-                    max_attempts,
-                    latency_ms,
-                    jitter: rand::thread_rng().gen::<f64>(),
-                    at: Utc::now(),
-                }
+        }
+        sending
+    }
+
+    /// One provider call, in the trace of the webhook that caused it, and how long it took.
+    async fn call_provider(&self, turn: &Turn) -> (Result<Sent, Refusal>, Duration) {
+        let span = tracing::info_span!("delivery", trace_id = %turn.trace_id, notification = %turn.notification_id, channel = turn.kind.as_str());
+        let started = Instant::now();
+        let result = match &turn.notification.channel {
+            Some(channel) => {
+                commands::trace::scope(
+                    turn.trace_id.clone(),
+                    self.providers
+                        .send(&self.commands, &turn.notification, channel)
+                        .instrument(span),
+                )
+                .await
             }
+            None => Err(Refusal::from(domain::SendFailure {
+                code: None,
+                description: "the notification names no channel".into(),
+                retryable: false,
+                retry_after_secs: None,
+            })),
         };
-        let events = executor.execute(id, command, metadata).await?;
-        Ok(outcome_of(&events, DeliveryOutcome::AlreadySettled))
+        (result, started.elapsed())
+    }
+
+    /// Record what the providers answered, in one append; disable the contacts whose address is gone.
+    async fn record_outcomes(
+        &self,
+        turns: &mut [Turn],
+        sent: Vec<usize>,
+        answers: Vec<(Result<Sent, Refusal>, Duration)>,
+        failure: &mut Option<DeliveryError>,
+    ) {
+        let mut commands = Vec::with_capacity(sent.len());
+        let mut gone = Vec::new();
+        for (&i, (result, elapsed)) in sent.iter().zip(answers) {
+            let turn = &turns[i];
+            let kind = turn.kind;
+            let attempt = turn.notification.attempts + 1;
+            let latency_ms = Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+            metrics::histogram!("herald_delivery_latency_seconds", "channel" => kind.as_str())
+                .record(elapsed.as_secs_f64());
+            let command = match result {
+                Ok(Sent { message_id }) => {
+                    self.breaker(kind).record_success();
+                    NotificationCommand::RecordDelivered {
+                        attempt,
+                        provider_message_id: message_id,
+                        latency_ms,
+                        at: Utc::now(),
+                    }
+                }
+                Err(Refusal {
+                    failure,
+                    contact_gone,
+                }) => {
+                    if failure.code.is_none_or(|code| code >= 500) {
+                        self.breaker(kind).record_outage();
+                    } else {
+                        self.breaker(kind).record_success();
+                    }
+                    tracing::warn!(trace_id = %turn.trace_id, notification = %turn.notification_id, attempt, code = ?failure.code, error = %failure.description, "provider refused");
+                    if contact_gone {
+                        gone.push((i, failure.description.clone()));
+                    }
+                    NotificationCommand::RecordFailure {
+                        attempt,
+                        failure,
+                        max_attempts: self.settings.max_attempts(kind),
+                        latency_ms,
+                        jitter: rand::thread_rng().gen::<f64>(),
+                        at: Utc::now(),
+                    }
+                }
+            };
+            commands.push(turn.batched(command));
+        }
+        let results = self.commands.notifications().execute_many(commands).await;
+        for (&i, result) in sent.iter().zip(results) {
+            let turn = &mut turns[i];
+            match result {
+                Ok(events) => {
+                    let (outcome, retry_at) = outcome_of(&events, DeliveryOutcome::AlreadySettled);
+                    (turn.outcome, turn.retry_at) = (Some(outcome), retry_at);
+                }
+                // Left as started: the next turn finds the attempt interrupted.
+                Err(e) => {
+                    tracing::warn!(trace_id = %turn.trace_id, notification = %turn.notification_id, error = %e, "cannot record the outcome");
+                    failure.get_or_insert(e.into());
+                }
+            }
+        }
+        for (i, description) in gone {
+            let turn = &turns[i];
+            let Some(channel) = &turn.notification.channel else {
+                continue;
+            };
+            if let Err(e) = self
+                .disable_contacts(channel, &description, &turn.metadata())
+                .await
+            {
+                tracing::warn!(trace_id = %turn.trace_id, error = %e, "cannot disable the contacts of a gone address");
+                failure.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The queue rows of the turn: settled ones removed, retries moved to their time, the rest (deferred, or
+    /// whose outcome could not be recorded) left as they were.
+    async fn settle_queue(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        turns: &[Turn],
+    ) -> Result<(), DeliveryError> {
+        let (mut done, mut retry, mut retry_at) = (Vec::new(), Vec::new(), Vec::new());
+        for turn in turns {
+            match (turn.outcome, turn.retry_at) {
+                (None | Some(DeliveryOutcome::Deferred), _) => {}
+                (Some(_), Some(at)) => {
+                    retry.push(turn.notification_id);
+                    retry_at.push(at);
+                }
+                (Some(_), None) => done.push(turn.notification_id),
+            }
+        }
+        if !done.is_empty() {
+            sqlx::query("DELETE FROM delivery_queue WHERE notification_id = ANY($1)")
+                .bind(done)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if !retry.is_empty() {
+            sqlx::query(
+                "UPDATE delivery_queue q SET next_attempt_at = r.at
+                   FROM unnest($1::uuid[], $2::timestamptz[]) AS r(id, at)
+                  WHERE q.notification_id = r.id",
+            )
+            .bind(retry)
+            .bind(retry_at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
     }
 
     /// The address is gone (the bot was blocked or removed from the chat, the push token unregistered): every
@@ -464,10 +673,11 @@ impl DeliveryWorker {
         Ok(())
     }
 
-    /// Deliver with `concurrency` tasks until `shutdown`.
+    /// Deliver until `shutdown`: `concurrency` notifications in flight at most, as a few tasks that each claim
+    /// a batch (see [`DeliverySettings::tasks`]).
     pub async fn run(self, shutdown: CancellationToken) {
         let worker = Arc::new(self);
-        let tasks: Vec<_> = (0..worker.settings.concurrency.max(1))
+        let tasks: Vec<_> = (0..worker.settings.tasks())
             .map(|_| tokio::spawn(worker.clone().run_one(shutdown.clone())))
             .collect();
         let shrink = {
@@ -491,15 +701,18 @@ impl DeliveryWorker {
     /// One task: as fast as work is due, then wait for a wake-up or the next poll.
     async fn run_one(self: Arc<Self>, shutdown: CancellationToken) {
         let poll = Duration::from_millis(500);
+        let batch = self.settings.batch();
         loop {
-            let outcome = tokio::select! {
+            let outcomes = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                o = self.try_deliver_next() => o,
+                o = self.try_deliver(batch) => o,
             };
-            let wait = match outcome {
-                Ok(DeliveryOutcome::Idle) => poll,
+            let wait = match outcomes {
+                Ok(outcomes) if outcomes.is_empty() => poll,
                 // Another row may be free: look again at once, but let the others run.
-                Ok(DeliveryOutcome::Deferred) => Duration::from_millis(20),
+                Ok(outcomes) if outcomes.iter().all(|o| *o == DeliveryOutcome::Deferred) => {
+                    Duration::from_millis(20)
+                }
                 Ok(_) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "delivery turn failed");
