@@ -52,7 +52,10 @@ impl EventLog {
     }
 
     /// Append `events` (of one aggregate type, any number of aggregates) in one statement: all or none.
-    pub async fn append<A: Aggregate>(&self, events: &[SerializedEvent]) -> Result<(), sqlx::Error> {
+    pub async fn append<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+    ) -> Result<(), sqlx::Error> {
         if events.is_empty() {
             return Ok(());
         }

@@ -206,8 +206,7 @@ where
                 })
                 .collect();
             for envelope in &envelopes {
-                serialized
-                    .push(SerializedEvent::try_from(envelope).map_err(BatchFailure::store)?);
+                serialized.push(SerializedEvent::try_from(envelope).map_err(BatchFailure::store)?);
             }
             outcomes.push(Ok(envelopes));
         }

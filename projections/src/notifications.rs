@@ -23,7 +23,31 @@ impl Projection for NotificationsProjection {
         tx: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let id = event.aggregate_id.as_str();
+        record(tx, event).await?;
+        crate::changes::notify(tx, "notifications", None).await?;
+        Ok(())
+    }
+
+    /// One change notice for the whole batch: a notice costs as much as a row here.
+    async fn apply_many(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            record(tx, event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One event's change to its notification's row. Rows are found by their key (a `uuid`): an id that is not
+/// one names no row.
+async fn record(tx: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    {
+        let Ok(id) = event.aggregate_id.parse::<uuid::Uuid>() else {
+            return Ok(());
+        };
         let at = event.recorded_at;
         let update = |sql: &'static str| sqlx::query(sql).bind(id).bind(at);
         match decode::<NotificationEvent>(event)? {
@@ -104,13 +128,13 @@ impl Projection for NotificationsProjection {
                 .await?;
             }
             NotificationEvent::FoldedIntoDigest { digest_id, .. } => {
-                update("UPDATE notifications SET status = 'digested', reason = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
+                update("UPDATE notifications SET status = 'digested', reason = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id = $1")
                     .bind(format!("digest {digest_id}"))
                     .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::AttemptStarted { attempt, .. } => {
-                update("UPDATE notifications SET status = 'sending', attempts = $3, updated_at = $2 WHERE notification_id::text = $1")
+                update("UPDATE notifications SET status = 'sending', attempts = $3, updated_at = $2 WHERE notification_id = $1")
                     .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
                     .execute(&mut *tx)
                     .await?;
@@ -125,14 +149,14 @@ impl Projection for NotificationsProjection {
                 update("UPDATE notifications SET status = 'delivered', provider_message_id = $3, next_attempt_at = NULL,
                                updated_at = $2, delivered_at = $4,
                                latency_ms = GREATEST(0, (EXTRACT(EPOCH FROM ($4 - planned_at)) * 1000)::bigint)
-                         WHERE notification_id::text = $1")
+                         WHERE notification_id = $1")
                     .bind(provider_message_id)
                     .bind(delivered_at)
                     .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::AttemptInterrupted { retry_at, .. } => {
-                update("UPDATE notifications SET status = 'retrying', last_error = $3, next_attempt_at = $4, updated_at = $2 WHERE notification_id::text = $1")
+                update("UPDATE notifications SET status = 'retrying', last_error = $3, next_attempt_at = $4, updated_at = $2 WHERE notification_id = $1")
                     .bind("interrupted: the outcome of the attempt is unknown")
                     .bind(retry_at)
                     .execute(&mut *tx)
@@ -141,32 +165,31 @@ impl Projection for NotificationsProjection {
             NotificationEvent::AttemptFailed {
                 failure, retry_at, ..
             } => {
-                update("UPDATE notifications SET status = 'retrying', last_error = $3, next_attempt_at = $4, updated_at = $2 WHERE notification_id::text = $1")
+                update("UPDATE notifications SET status = 'retrying', last_error = $3, next_attempt_at = $4, updated_at = $2 WHERE notification_id = $1")
                     .bind(failure.description)
                     .bind(retry_at)
                     .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::NotificationRedriven { redriven_at, .. } => {
-                update("UPDATE notifications SET status = 'redriven', reason = NULL, next_attempt_at = $3, updated_at = $2 WHERE notification_id::text = $1")
+                update("UPDATE notifications SET status = 'redriven', reason = NULL, next_attempt_at = $3, updated_at = $2 WHERE notification_id = $1")
                     .bind(redriven_at)
                     .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::DeadLetterDiscarded { reason, .. } => {
-                update("UPDATE notifications SET status = 'discarded', reason = $3, updated_at = $2 WHERE notification_id::text = $1")
+                update("UPDATE notifications SET status = 'discarded', reason = $3, updated_at = $2 WHERE notification_id = $1")
                     .bind(reason)
                     .execute(&mut *tx)
                     .await?;
             }
             NotificationEvent::DeadLettered { reason, .. } => {
-                update("UPDATE notifications SET status = 'dead_lettered', reason = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id::text = $1")
+                update("UPDATE notifications SET status = 'dead_lettered', reason = $3, next_attempt_at = NULL, updated_at = $2 WHERE notification_id = $1")
                     .bind(reason)
                     .execute(&mut *tx)
                     .await?;
             }
         }
-        crate::changes::notify(tx, "notifications", None).await?;
         Ok(())
     }
 }

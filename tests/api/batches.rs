@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::{Batched, Commands, CommandError, Metadata};
+use commands::{Batched, CommandError, Commands, Metadata};
 use domain::{Channel, ChatId, MessageDetails, NotificationCommand};
 use herald::Role;
 use uuid::Uuid;
@@ -149,19 +149,23 @@ async fn a_batch_that_loses_a_race_records_nothing_twice_and_loses_nothing() {
     };
     // The batch's append waits on the rival's uncommitted key; the rival commits first and wins.
     let pool = app.pool.clone();
-    wait_until("the batch waits on the rival", Duration::from_secs(10), || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM pg_stat_activity
+    wait_until(
+        "the batch waits on the rival",
+        Duration::from_secs(10),
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM pg_stat_activity
                   WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO events%'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-                > 0
-        }
-    })
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                    > 0
+            }
+        },
+    )
     .await;
     rival.commit().await.unwrap();
     let results = batch.await.unwrap();
@@ -192,7 +196,10 @@ async fn one_delivery_turn_sends_many_once_each_and_holds_back_a_chat_at_its_lim
         .map(|chat| (Uuid::new_v4(), chat))
         .collect();
     let interrupted = Uuid::new_v4();
-    let mut batch: Vec<_> = fresh.iter().map(|(id, chat)| batched(*id, plan(*id, *chat))).collect();
+    let mut batch: Vec<_> = fresh
+        .iter()
+        .map(|(id, chat)| batched(*id, plan(*id, *chat)))
+        .collect();
     batch.push(batched(interrupted, plan(interrupted, 44)));
     batch.push(batched(interrupted, start()));
     for result in commands.notifications().execute_many(batch).await {
@@ -210,7 +217,13 @@ async fn one_delivery_turn_sends_many_once_each_and_holds_back_a_chat_at_its_lim
             .chain([interrupted])
             .collect::<Vec<_>>(),
     )
-    .bind(fresh.iter().map(|(_, chat)| *chat).chain([44]).collect::<Vec<_>>())
+    .bind(
+        fresh
+            .iter()
+            .map(|(_, chat)| *chat)
+            .chain([44])
+            .collect::<Vec<_>>(),
+    )
     .execute(&app.pool)
     .await
     .unwrap();

@@ -37,16 +37,33 @@ async fn the_analytics_benchmark_reports_figures_beside_its_baseline() {
         .await
         .unwrap();
     assert_eq!(result.builds, 3_000);
-    let endpoints: Vec<&str> = result.loads.iter().map(|l| l.endpoint.as_str()).collect();
-    assert_eq!(endpoints, ["/health (baseline)", "overview", "statistics"]);
+    let endpoints: Vec<(&str, &str)> = result
+        .loads
+        .iter()
+        .map(|l| (l.endpoint.as_str(), l.pacing))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            ("/health (baseline)", "open"),
+            ("overview", "open"),
+            ("statistics", "open"),
+            ("/health (baseline)", "closed"),
+            ("overview", "closed"),
+            ("statistics", "closed"),
+        ]
+    );
     for load in &result.loads {
         assert!(load.requests > 0 && load.errors == 0, "{load:?}");
         assert!(load.p99_ms >= load.p50_ms, "{load:?}");
     }
-    let health = result.loads[0].p99_ms;
-    for load in &result.loads[1..] {
-        let ratio = result.p99_ratio_to_health[&load.endpoint];
-        assert!((ratio - load.p99_ms / health).abs() < 1e-9);
+    // Open-loop: 20 clients once a second for one second, every request answered.
+    assert!(result.loads[..3].iter().all(|l| l.requests == 20));
+    for (health, pacing) in [(0, "open"), (3, "closed")] {
+        for load in &result.loads[health + 1..health + 3] {
+            let ratio = result.p99_ratio_to_health[&format!("{} ({pacing})", load.endpoint)];
+            assert!((ratio - load.p99_ms / result.loads[health].p99_ms).abs() < 1e-9);
+        }
     }
     assert_eq!(result.uncached.len(), 3);
     // 100 webhooks a second for one second, every one seen in the read model.

@@ -380,23 +380,23 @@ impl DeliveryWorker {
         let mut turns: Vec<Turn> = claimed
             .into_iter()
             .zip(notifications)
-            .map(|((notification_id, trace_id, channel, chat_id), notification)| Turn {
-                notification_id,
-                // Continue the trace of the webhook that caused this notification.
-                trace_id: trace_id.unwrap_or_else(commands::trace::new_trace_id),
-                kind: ChannelKind::parse(&channel).unwrap_or(ChannelKind::Telegram),
-                chat_id,
-                notification,
-                outcome: None,
-                retry_at: None,
-            })
+            .map(
+                |((notification_id, trace_id, channel, chat_id), notification)| Turn {
+                    notification_id,
+                    // Continue the trace of the webhook that caused this notification.
+                    trace_id: trace_id.unwrap_or_else(commands::trace::new_trace_id),
+                    kind: ChannelKind::parse(&channel).unwrap_or(ChannelKind::Telegram),
+                    chat_id,
+                    notification,
+                    outcome: None,
+                    retry_at: None,
+                },
+            )
             .collect();
         let mut failure = None;
         let sending = self.start(&mut turns, &mut failure).await;
-        let answers = futures::future::join_all(
-            sending.iter().map(|&i| self.call_provider(&turns[i])),
-        )
-        .await;
+        let answers =
+            futures::future::join_all(sending.iter().map(|&i| self.call_provider(&turns[i]))).await;
         self.record_outcomes(&mut turns, sending, answers, &mut failure)
             .await;
         self.settle_queue(&mut tx, &turns).await?;
@@ -416,11 +416,7 @@ impl DeliveryWorker {
 
     /// Decide each claimed notification's turn and record, in one append, the attempts about to start and
     /// the interrupted attempts found. Returns the turns whose provider is to be called now.
-    async fn start(
-        &self,
-        turns: &mut [Turn],
-        failure: &mut Option<DeliveryError>,
-    ) -> Vec<usize> {
+    async fn start(&self, turns: &mut [Turn], failure: &mut Option<DeliveryError>) -> Vec<usize> {
         let mut commands = Vec::new();
         let mut commanded = Vec::new();
         for (i, turn) in turns.iter_mut().enumerate() {
@@ -428,25 +424,24 @@ impl DeliveryWorker {
                 turn.outcome = Some(DeliveryOutcome::Deferred);
                 continue;
             }
-            let command = if turn.notification.settled.is_some()
-                || turn.notification.channel.is_none()
-            {
-                turn.outcome = Some(DeliveryOutcome::AlreadySettled);
-                None
-            } else if turn.notification.in_flight.is_some() {
-                Some(NotificationCommand::RecordInterrupted {
-                    max_attempts: self.settings.max_attempts(turn.kind),
-                    at: Utc::now(),
-                })
-            } else if let Some(Err(wait)) = turn.chat_id.map(|c| self.providers.chat_slot(c)) {
-                // Only a turn that will call Telegram takes a slot; the row stays as it is when the chat is
-                // at its limit.
-                self.mark_busy(turn.chat_id.unwrap_or_default(), wait);
-                turn.outcome = Some(DeliveryOutcome::Deferred);
-                None
-            } else {
-                Some(NotificationCommand::StartAttempt { at: Utc::now() })
-            };
+            let command =
+                if turn.notification.settled.is_some() || turn.notification.channel.is_none() {
+                    turn.outcome = Some(DeliveryOutcome::AlreadySettled);
+                    None
+                } else if turn.notification.in_flight.is_some() {
+                    Some(NotificationCommand::RecordInterrupted {
+                        max_attempts: self.settings.max_attempts(turn.kind),
+                        at: Utc::now(),
+                    })
+                } else if let Some(Err(wait)) = turn.chat_id.map(|c| self.providers.chat_slot(c)) {
+                    // Only a turn that will call Telegram takes a slot; the row stays as it is when the chat is
+                    // at its limit.
+                    self.mark_busy(turn.chat_id.unwrap_or_default(), wait);
+                    turn.outcome = Some(DeliveryOutcome::Deferred);
+                    None
+                } else {
+                    Some(NotificationCommand::StartAttempt { at: Utc::now() })
+                };
             match command {
                 Some(command) => {
                     commands.push(turn.batched(command));
