@@ -243,9 +243,11 @@ async fn an_email_address_is_verified_by_the_link_herald_mails_to_it() {
     assert_eq!(verified.status(), 200);
     let twice = app.anonymous.get(app.url(path)).send().await.unwrap();
     assert_eq!(twice.status(), 200, "following the link twice is fine");
+    // The token's last character changed (to one it is not: a token ending in "x" once made this flaky).
+    let swap = if path.ends_with('x') { 'y' } else { 'x' };
     let forged = app
         .anonymous
-        .get(app.url(&format!("{}x", &path[..path.len() - 1])))
+        .get(app.url(&format!("{}{swap}", &path[..path.len() - 1])))
         .send()
         .await
         .unwrap();
