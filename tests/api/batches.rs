@@ -227,15 +227,7 @@ async fn one_delivery_turn_sends_many_once_each_and_holds_back_a_chat_at_its_lim
     .execute(&app.pool)
     .await
     .unwrap();
-    let mut providers = workers::Providers::new(None);
-    providers.telegram =
-        Some(workers::TelegramClient::new(app.settings.telegram.clone().unwrap()).unwrap());
-    let worker = workers::DeliveryWorker::new(
-        commands,
-        providers,
-        app.settings.delivery.clone(),
-        Arc::new(tokio::sync::Notify::new()),
-    );
+    let worker = app.telegram_worker(commands);
 
     let mut outcomes = worker.try_deliver(10).await.unwrap();
     outcomes.sort_by_key(|o| format!("{o:?}"));

@@ -848,6 +848,19 @@ impl TestApp {
         (subscriber, contact)
     }
 
+    /// A delivery worker with only this app's (fake) Telegram, for a test that runs delivery turns itself.
+    pub fn telegram_worker(&self, commands: Arc<commands::Commands>) -> workers::DeliveryWorker {
+        let mut providers = workers::Providers::new(None);
+        providers.telegram =
+            Some(workers::TelegramClient::new(self.settings.telegram.clone().unwrap()).unwrap());
+        workers::DeliveryWorker::new(
+            commands,
+            providers,
+            self.settings.delivery.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }

@@ -309,15 +309,7 @@ async fn a_telegram_attempt_interrupted_mid_send_is_dead_lettered_not_sent_twice
     .execute(&app.pool)
     .await
     .unwrap();
-    let mut providers = workers::Providers::new(None);
-    providers.telegram =
-        Some(workers::TelegramClient::new(app.settings.telegram.clone().unwrap()).unwrap());
-    let worker = workers::DeliveryWorker::new(
-        commands.clone(),
-        providers,
-        app.settings.delivery.clone(),
-        Arc::new(tokio::sync::Notify::new()),
-    );
+    let worker = app.telegram_worker(commands.clone());
     assert_eq!(
         worker.try_deliver_next().await.unwrap(),
         workers::DeliveryOutcome::DeadLettered
@@ -380,15 +372,7 @@ async fn a_worker_killed_after_telegram_took_the_message_leaves_a_dead_letter_no
     .await
     .unwrap();
     let worker = |app: &TestApp| {
-        let mut providers = workers::Providers::new(None);
-        providers.telegram =
-            Some(workers::TelegramClient::new(app.settings.telegram.clone().unwrap()).unwrap());
-        Arc::new(workers::DeliveryWorker::new(
-            Arc::new(commands::Commands::new(app.pool.clone())),
-            providers,
-            app.settings.delivery.clone(),
-            Arc::new(tokio::sync::Notify::new()),
-        ))
+        Arc::new(app.telegram_worker(Arc::new(commands::Commands::new(app.pool.clone()))))
     };
     // The first worker sends; Telegram takes the message and the worker dies before hearing back.
     let first = worker(&app);
