@@ -128,12 +128,12 @@ where
     /// conflict retries of [`Executor::execute`]. A command refused by its aggregate records nothing and does
     /// not stop the others. An aggregate named twice has its later commands run one by one after the batch,
     /// on the state the batch left.
-    pub async fn execute_many(&self, batch: Vec<Batched<A::Command>>) -> Vec<BatchResult<A>> {
+    pub async fn execute_many(&self, batch: &[Batched<A::Command>]) -> Vec<BatchResult<A>> {
         let mut seen = HashSet::new();
         let (firsts, repeats): (Vec<usize>, Vec<usize>) =
             (0..batch.len()).partition(|&i| seen.insert(batch[i].id.as_str()));
         let mut results: Vec<BatchResult<A>> = batch.iter().map(|_| Ok(Vec::new())).collect();
-        let sequential = match self.try_batch(&batch, &firsts).await {
+        let sequential = match self.try_batch(batch, &firsts).await {
             Ok(outcomes) => {
                 for (i, outcome) in firsts.iter().zip(outcomes) {
                     results[*i] = outcome;

@@ -63,7 +63,7 @@ async fn a_batch_records_every_command_in_order_and_a_refused_one_stops_none() {
     let (a, b, never_planned) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let results = commands
         .notifications()
-        .execute_many(vec![
+        .execute_many(&[
             batched(a, plan(a, 1)),
             batched(b, plan(b, 2)),
             batched(never_planned, start()),
@@ -140,7 +140,7 @@ async fn a_batch_that_loses_a_race_records_nothing_twice_and_loses_nothing() {
         tokio::spawn(async move {
             commands
                 .notifications()
-                .execute_many(vec![
+                .execute_many(&[
                     batched(contested, plan(contested, 7)),
                     batched(other, plan(other, 8)),
                 ])
@@ -202,7 +202,7 @@ async fn one_delivery_turn_sends_many_once_each_and_holds_back_a_chat_at_its_lim
         .collect();
     batch.push(batched(interrupted, plan(interrupted, 44)));
     batch.push(batched(interrupted, start()));
-    for result in commands.notifications().execute_many(batch).await {
+    for result in commands.notifications().execute_many(&batch).await {
         result.unwrap();
     }
     sqlx::query(

@@ -395,9 +395,7 @@ impl EventHandler for Planner {
         // Recorded a few hundred decisions to a statement: a run watched by thousands of chats is a handful
         // of commits, not thousands. A failure fails the event, and handling it again records only what is
         // still missing (the notification ids are the same).
-        while !decisions.is_empty() {
-            let rest = decisions.split_off(decisions.len().min(PLAN_BATCH));
-            let chunk = std::mem::replace(&mut decisions, rest);
+        for chunk in decisions.chunks(PLAN_BATCH) {
             for result in self.commands.notifications().execute_many(chunk).await {
                 result?;
             }

@@ -326,6 +326,21 @@ impl DeliveryWorker {
         busy.keys().copied().collect()
     }
 
+    /// Take a slot for one message to `chat_id` (messages off Telegram need none); a chat at its limit is
+    /// left out of the claims until it has one again.
+    fn take_chat_slot(&self, chat_id: Option<i64>) -> bool {
+        let Some(chat_id) = chat_id else {
+            return true;
+        };
+        match self.providers.chat_slot(chat_id) {
+            Ok(()) => true,
+            Err(wait) => {
+                self.mark_busy(chat_id, wait);
+                false
+            }
+        }
+    }
+
     fn mark_busy(&self, chat_id: i64, wait: Duration) {
         self.busy_chats
             .lock()
@@ -433,10 +448,9 @@ impl DeliveryWorker {
                         max_attempts: self.settings.max_attempts(turn.kind),
                         at: Utc::now(),
                     })
-                } else if let Some(Err(wait)) = turn.chat_id.map(|c| self.providers.chat_slot(c)) {
+                } else if !self.take_chat_slot(turn.chat_id) {
                     // Only a turn that will call Telegram takes a slot; the row stays as it is when the chat is
                     // at its limit.
-                    self.mark_busy(turn.chat_id.unwrap_or_default(), wait);
                     turn.outcome = Some(DeliveryOutcome::Deferred);
                     None
                 } else {
@@ -451,7 +465,7 @@ impl DeliveryWorker {
                 None => self.breaker(turn.kind).release(),
             }
         }
-        let results = self.commands.notifications().execute_many(commands).await;
+        let results = self.commands.notifications().execute_many(&commands).await;
         let mut sending = Vec::new();
         for (i, result) in commanded.into_iter().zip(results) {
             let turn = &mut turns[i];
@@ -556,7 +570,7 @@ impl DeliveryWorker {
             };
             commands.push(turn.batched(command));
         }
-        let results = self.commands.notifications().execute_many(commands).await;
+        let results = self.commands.notifications().execute_many(&commands).await;
         for (&i, result) in sent.iter().zip(results) {
             let turn = &mut turns[i];
             match result {
