@@ -31,6 +31,7 @@ mod projects;
 mod providers;
 mod push;
 mod push_fakes;
+mod read_cache;
 mod rebuild;
 mod relay;
 mod robustness;

@@ -1,0 +1,183 @@
+//! The analytics cache refreshes an answer ahead of its TTL: readers past the refresh point get the cached
+//! answer at once while one background task computes the next, and a change notice still wins over a refresh.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::read_cache::{CacheKey, CacheSettings, ReadCache};
+use axum::body::Bytes;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::helpers::{drop_database, fresh_database, url_of, wait_until};
+
+/// Long enough that the steps below fit between the refresh point (at most 0.9 of it) and the TTL.
+const TTL: Duration = Duration::from_secs(6);
+
+fn key(project: Uuid) -> CacheKey {
+    CacheKey {
+        project: Some(project),
+        reads: &["build_runs"],
+        query: "statistics?".to_owned(),
+    }
+}
+
+/// What the cache answers for `key`, and whether it had to run the computation to answer.
+async fn read(cache: &ReadCache, pool: &PgPool, key: CacheKey, computed: &str) -> (String, bool) {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = ran.clone();
+    let computed = computed.to_owned();
+    let answer = cache
+        .get_or_compute(pool, key, async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>(Bytes::from(computed))
+        })
+        .await
+        .expect("the computation does not fail");
+    let text = String::from_utf8(answer.to_vec()).expect("the answers are text");
+    (text, ran.load(Ordering::SeqCst) > 0)
+}
+
+/// A computation that waits for the test to release it, so a refresh can be held in flight.
+fn held(
+    answer: &str,
+) -> (
+    oneshot::Sender<()>,
+    impl std::future::Future<Output = Result<Bytes, String>>,
+) {
+    let (release, released) = oneshot::channel::<()>();
+    let answer = Bytes::from(answer.to_owned());
+    (release, async move {
+        let _ = released.await;
+        Ok(answer)
+    })
+}
+
+async fn notify(pool: &PgPool, project: Uuid) {
+    sqlx::query("SELECT pg_notify('herald_read_models', $1)")
+        .bind(format!("build_runs:{project}"))
+        .execute(pool)
+        .await
+        .expect("notify");
+}
+
+/// A cache whose change listener is known to be up (it forgets everything when it connects, which would
+/// otherwise race the test's first answer).
+async fn listening_cache(pool: &PgPool) -> ReadCache {
+    let cache = ReadCache::new(&CacheSettings {
+        ttl: TTL,
+        max_entries: 100,
+    });
+    let probe = Uuid::new_v4();
+    read(&cache, pool, key(probe), "probe").await;
+    wait_until(
+        "the cache listens for change notices",
+        Duration::from_secs(10),
+        || {
+            let cache = cache.clone();
+            async move {
+                notify(pool, probe).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                read(&cache, pool, key(probe), "probe").await.1
+            }
+        },
+    )
+    .await;
+    cache
+}
+
+async fn scratch_pool() -> (String, PgPool) {
+    let database = fresh_database().await;
+    let pool = PgPool::connect(&url_of(&database)).await.expect("connect");
+    (database, pool)
+}
+
+#[tokio::test]
+async fn an_answer_past_its_refresh_point_is_served_at_once_and_replaced_in_the_background() {
+    let (database, pool) = scratch_pool().await;
+    let cache = listening_cache(&pool).await;
+    let project = Uuid::new_v4();
+
+    let cached_at = Instant::now();
+    assert_eq!(
+        read(&cache, &pool, key(project), "one").await,
+        ("one".to_owned(), true)
+    );
+    assert_eq!(
+        read(&cache, &pool, key(project), "unused").await,
+        ("one".to_owned(), false)
+    );
+
+    // Past every refresh point (0.5 to 0.9 of the TTL), before the TTL.
+    tokio::time::sleep_until((cached_at + TTL.mul_f64(0.92)).into()).await;
+    let (release, refresh) = held("two");
+    let answer = cache
+        .get_or_compute(&pool, key(project), refresh)
+        .await
+        .expect("cached");
+    assert_eq!(
+        answer, "one",
+        "the reader past the refresh point does not wait for it"
+    );
+    // One refresh at a time: a second reader neither waits nor starts another.
+    assert_eq!(
+        read(&cache, &pool, key(project), "three").await,
+        ("one".to_owned(), false)
+    );
+
+    release.send(()).expect("the refresh is waiting");
+    wait_until("the refreshed answer is served", Duration::from_secs(5), || {
+        let (cache, pool) = (cache.clone(), pool.clone());
+        async move { read(&cache, &pool, key(project), "unused").await == ("two".to_owned(), false) }
+    })
+    .await;
+    // The refreshed answer has a TTL of its own: it outlives the first answer's.
+    tokio::time::sleep_until((cached_at + TTL + Duration::from_millis(500)).into()).await;
+    assert_eq!(
+        read(&cache, &pool, key(project), "unused").await,
+        ("two".to_owned(), false)
+    );
+
+    pool.close().await;
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn a_change_notice_during_a_refresh_keeps_the_refreshed_answer_out() {
+    let (database, pool) = scratch_pool().await;
+    let cache = listening_cache(&pool).await;
+    let project = Uuid::new_v4();
+
+    let cached_at = Instant::now();
+    assert_eq!(
+        read(&cache, &pool, key(project), "before").await,
+        ("before".to_owned(), true)
+    );
+    tokio::time::sleep_until((cached_at + TTL.mul_f64(0.92)).into()).await;
+    let (release, refresh) = held("read before the change");
+    let answer = cache
+        .get_or_compute(&pool, key(project), refresh)
+        .await
+        .expect("cached");
+    assert_eq!(answer, "before");
+
+    // The rows change while the refresh is computing: the cached answer goes at once ...
+    notify(&pool, project).await;
+    wait_until("the change notice drops the answer", Duration::from_secs(5), || {
+        let (cache, pool) = (cache.clone(), pool.clone());
+        async move { read(&cache, &pool, key(project), "after").await == ("after".to_owned(), true) }
+    })
+    .await;
+    // ... and the refresh that may have read the old rows is not kept when it ends.
+    release.send(()).expect("the refresh is waiting");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        read(&cache, &pool, key(project), "unused").await,
+        ("after".to_owned(), false)
+    );
+
+    pool.close().await;
+    drop_database(&database).await;
+}
