@@ -791,7 +791,11 @@ async fn bad_analytics_requests_are_named() {
 
 #[tokio::test]
 async fn notification_metrics_count_deliveries_per_channel() {
-    let app = spawn_app(Bus::InProcess).await;
+    // A long TTL: the second answer below is fresh only if the notifications' change notice dropped the first.
+    let app = spawn_app_configured(Bus::InProcess, &Role::ALL, |s| {
+        s.http.cache_ttl = Duration::from_secs(600);
+    })
+    .await;
     let project = app.create_project("metrics").await;
     app.subscribe(project.id, 501, None).await;
     app.subscribe(project.id, 502, None).await;
@@ -826,5 +830,38 @@ async fn notification_metrics_count_deliveries_per_channel() {
     let p50 = (latencies[0] + latencies[1]) as f64 / 2.0;
     close(&telegram["latency_p50_ms"], Some(p50), "latency");
     assert!(latencies[0] >= 0);
+
+    app.fail_run(&project, 2).await;
+    app.wait_for_notifications("delivered", 4).await;
+    app.drain().await;
+    let after = wait_for_metrics(&app, |telegram| telegram["delivered"] == 4).await;
+    assert_eq!(after["planned"], 4, "{after}");
     app.finish().await;
+}
+
+/// The Telegram line of the notification metrics, once `ready` holds for it (the cache drops its answer when
+/// the change notice arrives, a moment after the commit).
+async fn wait_for_metrics(app: &TestApp, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body: Value = app
+            .get("/api/v1/notifications/metrics")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let telegram = body["channels"]
+            .as_array()
+            .and_then(|channels| channels.iter().find(|c| c["channel"] == "telegram"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{body}"));
+        if ready(&telegram) {
+            return telegram;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cached metrics never showed the new deliveries: {telegram}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

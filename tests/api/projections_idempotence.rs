@@ -4,7 +4,8 @@
 use projections::Projector;
 
 use crate::helpers::{
-    drop_database, fixture, fixture_with, fresh_database, read_models, spawn_app, Bus, TestApp,
+    drop_database, fixture, fixture_with, fresh_database, read_models, spawn_app, Bus, Reply,
+    TestApp,
 };
 
 #[tokio::test]
@@ -68,18 +69,21 @@ async fn built_elsewhere(app: &TestApp, apply: impl AsyncFnOnce(&Projector)) -> 
     built
 }
 
-/// The read models that build events reach fold a batch in memory and write each row once. Whatever the batch
-/// boundaries (one event, a few, the whole log), they must end in the rows one-at-a-time application builds:
-/// runs with jobs, failures and fixes, two runs completing in the same instant, and a run whose jobs span
-/// batches.
+/// The read models that build and notification events reach fold a batch in memory and write each row once.
+/// Whatever the batch boundaries (one event, a few, the whole log), they must end in the rows one-at-a-time
+/// application builds: runs with jobs, failures and fixes, two runs completing in the same instant, a run whose
+/// jobs span batches, and notifications delivered and dead-lettered.
 #[tokio::test]
 async fn batches_of_any_size_build_the_same_read_models_as_one_event_at_a_time() {
     let app = spawn_app(Bus::InProcess).await;
+    // The first message is refused for good (dead-lettered), the rest are delivered.
+    app.telegram.script([Reply::Blocked]);
     let run_fixture: serde_json::Value =
         serde_json::from_slice(&fixture("workflow_run/requested.payload.json")).unwrap();
     let repository = run_fixture["repository"].clone();
     for (p, name) in ["folded-a", "folded-b"].into_iter().enumerate() {
         let project = app.create_project(name).await;
+        app.subscribe(project.id, 700 + p as i64, None).await;
         for run in 0..6_i64 {
             let id = 5000 + run;
             // Pairs of runs complete in the same second; every third run fails.
@@ -136,6 +140,16 @@ async fn batches_of_any_size_build_the_same_read_models_as_one_event_at_a_time()
         .count("SELECT count(*) FROM build_runs WHERE jobs <> '{}'::jsonb")
         .await;
     assert_eq!(jobs, 12, "every run has its jobs: {live:#?}");
+    let delivered = app
+        .count("SELECT count(*) FROM notifications WHERE status = 'delivered' AND latency_ms IS NOT NULL")
+        .await;
+    let dead = app
+        .count("SELECT count(*) FROM notifications WHERE status = 'dead_lettered' AND attempts = 1")
+        .await;
+    assert!(
+        delivered > 0 && dead == 1,
+        "delivered {delivered}, dead-lettered {dead}: {live:#?}"
+    );
     let events = projections::log::read_all(&app.pool).await.unwrap();
 
     for batch in [1, 3, 7, events.len()] {
