@@ -173,17 +173,7 @@ async fn write_groups(pool: PgPool, mut queue: mpsc::Receiver<Queued>) {
 /// The log is trimmed to [`KEPT_PER_PROJECT`] every [`TRIM_EVERY`] deliveries, not on each one: trimming on
 /// every delivery made concurrent webhooks of one project queue on each other's row locks (measured with
 /// `herald bench ingest`: the trim took up to 2 s at 400 webhooks/s and capped ingest at 200/s).
-///
-/// The transaction commits without waiting for its WAL record to reach the disk (`synchronous_commit = off`,
-/// for this transaction only). The log is a diagnostic, not a record (the events are, and their commits
-/// wait): a crash of Postgres itself may lose the last fraction of a second of lines, never an event, and
-/// every webhook is spared a second disk flush of its own beside its events'. A line is visible to readers as
-/// soon as it is committed either way.
 async fn write(pool: &PgPool, lines: &[&Line]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
     let rows: Vec<(i64, Uuid)> = sqlx::query_as(
         "INSERT INTO webhook_deliveries (project_id, provider, event, delivery_id, received_at, outcome, reason,
                                          http_status, build_run_id, events)
@@ -207,7 +197,7 @@ async fn write(pool: &PgPool, lines: &[&Line]) -> Result<(), sqlx::Error> {
     .bind(lines.iter().map(|l| l.http_status).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.build_run_id.as_deref()).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.events.as_str()).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
     let mut due: Vec<Uuid> = rows
         .iter()
@@ -223,10 +213,10 @@ async fn write(pool: &PgPool, lines: &[&Line]) -> Result<(), sqlx::Error> {
         )
         .bind(project_id)
         .bind(KEPT_PER_PROJECT)
-        .execute(&mut *tx)
+        .execute(pool)
         .await?;
     }
-    tx.commit().await
+    Ok(())
 }
 
 /// The newest deliveries first.
