@@ -137,3 +137,148 @@ async fn with_the_relay_stopped_nothing_is_lost_and_every_event_reaches_kafka_on
     assert_eq!(finished, 5, "the projections consumed the same stream");
     app.finish().await;
 }
+
+/// A consumer group of the in-process bus that records what it handles, and can be made to stop at its first
+/// batch until released.
+struct Recording {
+    group: &'static str,
+    seen: std::sync::Mutex<Vec<Vec<(String, i64)>>>,
+    gate: Option<tokio::sync::Semaphore>,
+}
+
+impl Recording {
+    fn new(group: &'static str, gated: bool) -> Arc<Self> {
+        Arc::new(Self {
+            group,
+            seen: std::sync::Mutex::new(Vec::new()),
+            gate: gated.then(|| tokio::sync::Semaphore::new(0)),
+        })
+    }
+
+    fn batches(&self) -> Vec<Vec<(String, i64)>> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn events(&self) -> Vec<(String, i64)> {
+        self.batches().concat()
+    }
+}
+
+#[async_trait::async_trait]
+impl workers::EventHandler for Recording {
+    fn group(&self) -> &'static str {
+        self.group
+    }
+
+    async fn handle(&self, event: &domain::StoredEvent) -> Result<(), workers::HandlerError> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(vec![(event.aggregate_id.clone(), event.sequence)]);
+        Ok(())
+    }
+
+    async fn handle_batch(
+        &self,
+        events: &[domain::StoredEvent],
+    ) -> Option<Result<(), workers::HandlerError>> {
+        let first = self.seen.lock().unwrap().is_empty();
+        if let (true, Some(gate)) = (first, &self.gate) {
+            let _ = gate.acquire().await;
+        }
+        let batch = events
+            .iter()
+            .map(|e| (e.aggregate_id.clone(), e.sequence))
+            .collect();
+        self.seen.lock().unwrap().push(batch);
+        Some(Ok(()))
+    }
+}
+
+/// On the in-process bus the relay keeps several batches in flight: a consumer group still busy with the first
+/// batch holds back neither the other groups nor its own later batches, which it then handles in order; each
+/// batch leaves the outbox once every group has handled it.
+#[tokio::test]
+async fn on_the_in_process_bus_a_slow_consumer_group_holds_back_no_other() {
+    let app = spawn_app_with(Bus::InProcess, &[Role::Api]).await;
+    let project = app.create_project("pipelined").await;
+    for run in 0..6_i64 {
+        for (event, path) in [
+            ("workflow_run", "workflow_run/requested.payload.json"),
+            ("workflow_run", "workflow_run/completed.payload.json"),
+        ] {
+            let body = fixture_with(path, |v| v["workflow_run"]["id"] = (700 + run).into());
+            let response = app
+                .post_github(&project, event, &body, &format!("{path}-{run}"))
+                .await;
+            assert_eq!(response.status(), 202);
+        }
+    }
+    let committed = app.event_count().await;
+    assert!(committed >= 12, "a backlog of several batches of 4");
+
+    let bus = workers::InProcessBus::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let slow = Recording::new("slow", true);
+    let fast = Recording::new("fast", false);
+    for group in [slow.clone(), fast.clone()] {
+        bus.register(group.group).await;
+        let (bus, shutdown) = (bus.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            workers::run_consumer(workers::Stream::InProcess(bus), group, shutdown).await
+        });
+    }
+    let relay = workers::Relay::new(app.pool.clone(), Arc::new(bus)).with_batch_size(4);
+    let mut conn = app.pool.acquire().await.unwrap().detach();
+    let relaying = tokio::spawn(async move {
+        let moved = relay.drain(&mut conn).await;
+        conn.close().await.unwrap();
+        moved
+    });
+
+    let watched = fast.clone();
+    wait_until(
+        "the fast group gets past the first batch",
+        Duration::from_secs(10),
+        || {
+            let watched = watched.clone();
+            async move { watched.batches().len() >= 2 }
+        },
+    )
+    .await;
+    assert!(
+        slow.batches().is_empty(),
+        "the slow group is still at its first batch"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox").await,
+        committed,
+        "no batch leaves the outbox before every group has handled it"
+    );
+
+    slow.gate.as_ref().unwrap().add_permits(1);
+    let moved = tokio::time::timeout(Duration::from_secs(20), relaying)
+        .await
+        .expect("the relay drains the outbox")
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved as i64, committed, "every event relayed once");
+    assert_eq!(app.count("SELECT count(*) FROM outbox").await, 0);
+    let in_log_order: Vec<(String, i64)> =
+        sqlx::query_as("SELECT aggregate_id, sequence FROM events ORDER BY global_seq")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        fast.events(),
+        in_log_order,
+        "every event once, in log order"
+    );
+    assert_eq!(
+        slow.events(),
+        in_log_order,
+        "the same, for the group that was held up"
+    );
+    shutdown.cancel();
+    app.finish().await;
+}

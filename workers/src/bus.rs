@@ -5,7 +5,9 @@
 //! process dies first, the rows are still in the outbox and are published again at start (consumers are
 //! idempotent). Each group handles a batch in publish order, so per-aggregate order holds; the projections apply a
 //! whole batch in one transaction per read model, which under load (when the relay's batches grow) is what
-//! keeps their commits from limiting ingest.
+//! keeps their commits from limiting ingest. Batches are handed over ahead of their acknowledgement
+//! ([`Publisher::hand_over`]), so each group works at its own pace, up to [`crate::relay::IN_FLIGHT`] batches
+//! behind the relay, instead of every group waiting for the slowest at every batch.
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{handle_batch_with_retry, EventHandler};
-use crate::relay::{PublishError, Publisher};
+use crate::relay::{PublishError, Published, Publisher};
 
 struct Batch {
     events: Arc<Vec<StoredEvent>>,
@@ -91,9 +93,10 @@ impl InProcessBus {
     }
 }
 
-#[async_trait]
-impl Publisher for InProcessBus {
-    async fn publish(&self, events: &[StoredEvent]) -> Result<(), PublishError> {
+impl InProcessBus {
+    /// Put `events` in every group's channel, in the order of the calls, and return what tells when each
+    /// group has handled them.
+    async fn send(&self, events: &Arc<Vec<StoredEvent>>) -> Result<Acks, PublishError> {
         let senders: Vec<(&'static str, mpsc::Sender<Batch>)> = self
             .groups
             .lock()
@@ -106,7 +109,6 @@ impl Publisher for InProcessBus {
                 "no consumer is registered on the in-process bus".into(),
             ));
         }
-        let events = Arc::new(events.to_vec());
         let mut acks = Vec::with_capacity(senders.len());
         for (name, sender) in senders {
             let (done, ack) = oneshot::channel();
@@ -119,7 +121,16 @@ impl Publisher for InProcessBus {
                 .map_err(|_| PublishError(format!("consumer group {name} is gone")))?;
             acks.push((name, ack));
         }
-        for (name, ack) in acks {
+        Ok(Acks(acks))
+    }
+}
+
+/// One acknowledgement per consumer group.
+struct Acks(Vec<(&'static str, oneshot::Receiver<()>)>);
+
+impl Acks {
+    async fn all(self) -> Result<(), PublishError> {
+        for (name, ack) in self.0 {
             ack.await.map_err(|_| {
                 PublishError(format!(
                     "consumer group {name} stopped before handling the batch"
@@ -127,5 +138,23 @@ impl Publisher for InProcessBus {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Each group takes batches from its channel one at a time, in the order they were put there, and handles none
+/// after one it stopped on (it stops only when shut down); so batches may be handed over before the ones ahead
+/// of them are handled, and the relay keeps several in flight.
+#[async_trait]
+impl Publisher for InProcessBus {
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), PublishError> {
+        self.send(&Arc::new(events.to_vec())).await?.all().await
+    }
+
+    async fn hand_over(
+        &self,
+        events: &Arc<Vec<StoredEvent>>,
+    ) -> Result<Option<Published>, PublishError> {
+        let acks = self.send(events).await?;
+        Ok(Some(Box::pin(acks.all())))
     }
 }

@@ -10,14 +10,17 @@
 //! event can only be appended after its previous one committed, so within an aggregate `global_seq` follows
 //! `sequence`, and each batch is published in `global_seq` order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::StoredEvent;
+use futures::future::BoxFuture;
 use projections::log::{EventRow, EVENT_COLUMNS};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Where the relay publishes: Kafka or the in-process bus.
@@ -25,7 +28,32 @@ use tokio_util::sync::CancellationToken;
 pub trait Publisher: Send + Sync {
     /// Publish a batch in order; `Ok` means every event is durably on the stream (or, in process, handled).
     async fn publish(&self, events: &[StoredEvent]) -> Result<(), PublishError>;
+
+    /// Hand a batch over behind every batch handed over before it, returning once it is handed over with what
+    /// resolves as [`Self::publish`] would; `None` when this publisher cannot keep several batches in flight.
+    ///
+    /// Only a publisher whose consumers see the batches in the order handed over, and handle none after one
+    /// they failed, may return `Some` (the in-process bus): the relay then keeps up to [`IN_FLIGHT`] batches
+    /// in flight. Kafka does not: a batch that failed after a later one was acknowledged would be sent again
+    /// behind it, and a consumer that has seen an aggregate's later event skips its earlier one.
+    async fn hand_over(
+        &self,
+        _events: &Arc<Vec<StoredEvent>>,
+    ) -> Result<Option<Published>, PublishError> {
+        Ok(None)
+    }
 }
+
+/// What resolves once a handed-over batch is published.
+pub type Published = BoxFuture<'static, Result<(), PublishError>>;
+
+/// How many batches the relay keeps in flight on a publisher that takes them by hand-over.
+///
+/// The in-process bus acknowledges a batch when every consumer group has handled it, so with one batch in
+/// flight every group waited for the slowest before seeing the next: the planner's notifications waited for
+/// the projections of the build that caused them, and a delivery pipeline ran at the pace of its slowest
+/// read model with the others idle between batches (docs/benchmarks.md).
+pub const IN_FLIGHT: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 #[error("publish failed: {0}")]
@@ -37,6 +65,12 @@ pub enum RelayError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Publish(#[from] PublishError),
+}
+
+/// A batch on its way to the stream.
+struct InFlight {
+    global_seqs: Vec<i64>,
+    publishing: JoinHandle<Result<(), PublishError>>,
 }
 
 /// Advisory lock key for relay leadership ("herald" in ASCII).
@@ -97,39 +131,114 @@ impl Relay {
 
     /// Publish everything in the outbox, batch by batch, using the leader's connection; returns how many events
     /// moved.
+    pub async fn drain(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+        self.relay(conn, None).await
+    }
+
+    /// Publish until the outbox is empty and nothing is in flight; returns how many events moved.
     ///
     /// The next batch is read while the current one is on its way to the stream, because reading and decoding a
-    /// batch costs about as much as publishing it (docs/benchmarks.md). The overlap does not change what the
-    /// stream sees: a batch is published only after the one before it was acknowledged and cleared, exactly as
-    /// one batch at a time. Nor can it reorder an aggregate: the next batch leaves out only the rows in flight,
-    /// and an aggregate's later event cannot be in flight while its earlier one is not, because the earlier one
-    /// committed first, has the smaller `global_seq`, and so was read into the same or an earlier batch.
-    pub async fn drain(&self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+    /// batch costs about as much as publishing it (docs/benchmarks.md). Rows leave the outbox in the order
+    /// their batches were read, each only after its batch was acknowledged. With one batch in flight (Kafka),
+    /// the next is handed over only after the one before it was acknowledged and cleared. With several (the
+    /// in-process bus, see [`IN_FLIGHT`]), a batch read is handed over at once, and `wake` (the outbox's
+    /// notice) makes rows committed while batches are in flight be read at once rather than after the oldest
+    /// batch's acknowledgement.
+    ///
+    /// Neither can reorder an aggregate: the next batch leaves out only the rows in flight, and an aggregate's
+    /// later event cannot be in flight while its earlier one is not, because the earlier one committed first,
+    /// has the smaller `global_seq`, and so was read into the same or an earlier batch.
+    async fn relay(
+        &self,
+        conn: &mut PgConnection,
+        mut wake: Option<&mut PgListener>,
+    ) -> Result<usize, RelayError> {
         let mut moved = 0;
-        let mut batch = self.read_batch(conn, &[]).await?;
-        while !batch.is_empty() {
-            let in_flight: Vec<i64> = batch.iter().map(|e| e.global_seq).collect();
-            // Its own task, so that serializing this batch and decoding the next use both cores.
-            let publisher = self.publisher.clone();
-            let publishing = tokio::spawn(async move {
-                let published = publisher.publish(&batch).await;
-                (batch, published)
-            });
-            let next = self.read_batch(conn, &in_flight).await;
-            let (published_batch, published) = publishing
-                .await
-                .map_err(|e| PublishError(format!("the publishing task failed: {e}")))?;
-            published?;
-            let next = next?;
-            sqlx::query("DELETE FROM outbox WHERE global_seq = ANY($1)")
-                .bind(&in_flight)
-                .execute(&mut *conn)
-                .await?;
-            moved += published_batch.len();
-            tracing::debug!(events = published_batch.len(), "relayed");
-            batch = next;
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut room = 1;
+        // A batch read but not yet handed over.
+        let mut ready: Option<Vec<StoredEvent>> = None;
+        loop {
+            if ready.is_none() {
+                let flying: Vec<i64> = in_flight
+                    .iter()
+                    .flat_map(|b| b.global_seqs.iter().copied())
+                    .collect();
+                let batch = self.read_batch(conn, &flying).await?;
+                ready = (!batch.is_empty()).then_some(batch);
+            }
+            if in_flight.len() < room {
+                if let Some(batch) = ready.take() {
+                    let (flight, pipelined) = self.hand_over(batch).await?;
+                    if pipelined {
+                        room = IN_FLIGHT;
+                    }
+                    in_flight.push_back(flight);
+                    continue;
+                }
+            }
+            // Nothing new to read and room to send it: new rows are worth waking for, too.
+            let woken_by_rows = ready.is_none() && in_flight.len() < room;
+            let Some(oldest) = in_flight.front_mut() else {
+                return Ok(moved);
+            };
+            let settled = match wake.as_mut().filter(|_| woken_by_rows) {
+                Some(listener) => tokio::select! {
+                    settled = &mut oldest.publishing => Some(settled),
+                    notice = listener.try_recv() => {
+                        if notice.is_err() {
+                            // The listener is broken; the rest of this drain reads after acknowledgements only.
+                            wake = None;
+                        }
+                        None
+                    }
+                },
+                None => Some((&mut oldest.publishing).await),
+            };
+            if let Some(settled) = settled {
+                if let Some(flight) = in_flight.pop_front() {
+                    moved += self.clear(conn, flight.global_seqs, settled).await?;
+                }
+            }
         }
-        Ok(moved)
+    }
+
+    /// Start publishing `batch`: handed over where the publisher takes several batches (`true`), else published
+    /// in a task of its own, so that serializing this batch and decoding the next use both cores.
+    async fn hand_over(&self, batch: Vec<StoredEvent>) -> Result<(InFlight, bool), RelayError> {
+        let global_seqs = batch.iter().map(|e| e.global_seq).collect();
+        let batch = Arc::new(batch);
+        let (publishing, pipelined) = match self.publisher.hand_over(&batch).await? {
+            Some(published) => (tokio::spawn(published), true),
+            None => {
+                let publisher = self.publisher.clone();
+                (
+                    tokio::spawn(async move { publisher.publish(&batch).await }),
+                    false,
+                )
+            }
+        };
+        let flight = InFlight {
+            global_seqs,
+            publishing,
+        };
+        Ok((flight, pipelined))
+    }
+
+    /// Clear an acknowledged batch's rows from the outbox; returns how many there were.
+    async fn clear(
+        &self,
+        conn: &mut PgConnection,
+        global_seqs: Vec<i64>,
+        settled: Result<Result<(), PublishError>, tokio::task::JoinError>,
+    ) -> Result<usize, RelayError> {
+        settled.map_err(|e| PublishError(format!("the publishing task failed: {e}")))??;
+        sqlx::query("DELETE FROM outbox WHERE global_seq = ANY($1)")
+            .bind(&global_seqs)
+            .execute(&mut *conn)
+            .await?;
+        tracing::debug!(events = global_seqs.len(), "relayed");
+        Ok(global_seqs.len())
     }
 
     /// The oldest `batch_size` outbox events, leaving out those in flight.
@@ -176,7 +285,7 @@ impl Relay {
                 // Cancelling mid-publish is safe: rows leave the outbox only after the publish succeeded.
                 let relayed = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    relayed = self.drain(&mut conn) => relayed,
+                    relayed = self.relay(&mut conn, listener.as_mut()) => relayed,
                 };
                 if let Err(e) = relayed {
                     break e;
