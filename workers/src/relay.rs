@@ -242,6 +242,11 @@ impl Relay {
     }
 
     /// The oldest `batch_size` outbox events, leaving out those in flight.
+    ///
+    /// The rows in flight are left out with `NOT IN` a subquery, which Postgres hashes once, not with
+    /// `<> ALL(array)`, which compares every outbox row it passes with every element: with 8,000 rows in flight
+    /// and as many passed, that took 273 ms a read against 6.6 ms (`EXPLAIN ANALYZE`), and was what the relay's
+    /// connection spent its time on in `bench delivery`.
     async fn read_batch(
         &self,
         conn: &mut PgConnection,
@@ -249,7 +254,7 @@ impl Relay {
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         Ok(sqlx::query_as::<_, EventRow>(&format!(
             "SELECT {EVENT_COLUMNS} FROM outbox o JOIN events e ON e.global_seq = o.global_seq
-              WHERE o.global_seq <> ALL($2)
+              WHERE o.global_seq NOT IN (SELECT unnest($2::bigint[]))
               ORDER BY o.global_seq LIMIT $1"
         ))
         .bind(self.batch_size)

@@ -369,6 +369,8 @@ impl DeliveryWorker {
     /// interrupted, not one (each is then handled as a single interrupted attempt would be).
     pub async fn try_deliver(&self, limit: usize) -> Result<Vec<DeliveryOutcome>, DeliveryError> {
         // Channels without a provider here wait for a process that has one; open breakers wait for the provider.
+        // Busy chats (thousands, in a broadcast) are left out through a hashed `NOT IN`, not `<> ALL`, which
+        // compares each row with every element (see the relay's read).
         let blocked: Vec<&str> = ChannelKind::ALL
             .into_iter()
             .filter(|k| !self.providers.has(*k) || self.breaker(*k).blocked())
@@ -378,7 +380,7 @@ impl DeliveryWorker {
         let claimed: Vec<(Uuid, Option<String>, String, Option<i64>)> = sqlx::query_as(
             "SELECT notification_id, trace_id, channel, chat_id FROM delivery_queue
               WHERE next_attempt_at <= now() AND channel <> ALL($1)
-                AND (chat_id IS NULL OR chat_id <> ALL($2))
+                AND (chat_id IS NULL OR chat_id NOT IN (SELECT unnest($2::bigint[])))
               ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED",
         )
         .bind(&blocked)
