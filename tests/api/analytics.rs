@@ -802,19 +802,7 @@ async fn notification_metrics_count_deliveries_per_channel() {
     app.fail_run(&project, 1).await;
     app.wait_for_notifications("delivered", 2).await;
     app.drain().await;
-    let body: Value = app
-        .get("/api/v1/notifications/metrics")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let telegram = body["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["channel"] == "telegram")
-        .unwrap_or_else(|| panic!("{body}"))
-        .clone();
+    let telegram = wait_for_metrics(&app, |telegram| telegram["delivered"] == 2).await;
     assert_eq!(telegram["planned"], 2);
     assert_eq!(telegram["sent"], 2);
     assert_eq!(telegram["delivered"], 2);

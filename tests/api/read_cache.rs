@@ -55,6 +55,29 @@ fn held(
     })
 }
 
+/// Past every refresh point (0.5 to 0.9 of the TTL after `cached_at`) and before the TTL, read `project`'s
+/// answer with a refresh that computes `computed` once released: the reader gets `served` without waiting.
+async fn refresh_held(
+    cache: &ReadCache,
+    pool: &PgPool,
+    project: Uuid,
+    cached_at: Instant,
+    computed: &str,
+    served: &str,
+) -> oneshot::Sender<()> {
+    tokio::time::sleep_until((cached_at + TTL.mul_f64(0.92)).into()).await;
+    let (release, refresh) = held(computed);
+    let answer = cache
+        .get_or_compute(pool, key(project), refresh)
+        .await
+        .expect("cached");
+    assert_eq!(
+        answer, served,
+        "the reader past the refresh point does not wait for it"
+    );
+    release
+}
+
 async fn notify(pool: &PgPool, project: Uuid) {
     sqlx::query("SELECT pg_notify('herald_read_models', $1)")
         .bind(format!("build_runs:{project}"))
@@ -110,17 +133,7 @@ async fn an_answer_past_its_refresh_point_is_served_at_once_and_replaced_in_the_
         ("one".to_owned(), false)
     );
 
-    // Past every refresh point (0.5 to 0.9 of the TTL), before the TTL.
-    tokio::time::sleep_until((cached_at + TTL.mul_f64(0.92)).into()).await;
-    let (release, refresh) = held("two");
-    let answer = cache
-        .get_or_compute(&pool, key(project), refresh)
-        .await
-        .expect("cached");
-    assert_eq!(
-        answer, "one",
-        "the reader past the refresh point does not wait for it"
-    );
+    let release = refresh_held(&cache, &pool, project, cached_at, "two", "one").await;
     // One refresh at a time: a second reader neither waits nor starts another.
     assert_eq!(
         read(&cache, &pool, key(project), "three").await,
@@ -155,13 +168,15 @@ async fn a_change_notice_during_a_refresh_keeps_the_refreshed_answer_out() {
         read(&cache, &pool, key(project), "before").await,
         ("before".to_owned(), true)
     );
-    tokio::time::sleep_until((cached_at + TTL.mul_f64(0.92)).into()).await;
-    let (release, refresh) = held("read before the change");
-    let answer = cache
-        .get_or_compute(&pool, key(project), refresh)
-        .await
-        .expect("cached");
-    assert_eq!(answer, "before");
+    let release = refresh_held(
+        &cache,
+        &pool,
+        project,
+        cached_at,
+        "read before the change",
+        "before",
+    )
+    .await;
 
     // The rows change while the refresh is computing: the cached answer goes at once ...
     notify(&pool, project).await;
