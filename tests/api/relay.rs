@@ -282,3 +282,92 @@ async fn on_the_in_process_bus_a_slow_consumer_group_holds_back_no_other() {
     shutdown.cancel();
     app.finish().await;
 }
+
+/// A consumer group member that cannot handle anything (its database is down, say).
+struct Failing;
+
+#[async_trait::async_trait]
+impl workers::EventHandler for Failing {
+    fn group(&self) -> &'static str {
+        "flaky"
+    }
+
+    async fn handle(&self, _event: &domain::StoredEvent) -> Result<(), workers::HandlerError> {
+        Err(workers::HandlerError {
+            transient: true,
+            message: "down".to_owned(),
+        })
+    }
+}
+
+/// A consumer stopped in the middle of a batch, with later batches queued behind it: the consumer that takes
+/// over the group must not handle those before the stopped batch, which the relay publishes again from the
+/// outbox. It sees every event once, in log order.
+#[tokio::test]
+async fn a_consumer_that_takes_over_a_group_sees_the_batches_in_order() {
+    let app = spawn_app_with(Bus::InProcess, &[Role::Api]).await;
+    let project = app.create_project("taken over").await;
+    for run in 0..6_i64 {
+        for (event, path) in [
+            ("workflow_run", "workflow_run/requested.payload.json"),
+            ("workflow_run", "workflow_run/completed.payload.json"),
+        ] {
+            let body = fixture_with(path, |v| v["workflow_run"]["id"] = (800 + run).into());
+            let response = app
+                .post_github(&project, event, &body, &format!("{path}-{run}"))
+                .await;
+            assert_eq!(response.status(), 202);
+        }
+    }
+    let committed = app.event_count().await;
+
+    let bus = workers::InProcessBus::new();
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let failing = tokio::spawn(workers::run_consumer(
+        workers::Stream::InProcess(bus.clone()),
+        Arc::new(Failing),
+        stopping.clone(),
+    ));
+    let relay = workers::Relay::new(app.pool.clone(), Arc::new(bus.clone())).with_batch_size(4);
+    let mut conn = app.pool.acquire().await.unwrap().detach();
+    let first = tokio::spawn(async move {
+        let moved = relay.drain(&mut conn).await;
+        (relay, conn, moved)
+    });
+    // Let the relay hand the next batches over behind the one that fails.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stopping.cancel();
+    failing.await.unwrap().unwrap();
+    let (relay, mut conn, moved) = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the relay notices the group stopped")
+        .unwrap();
+    assert!(moved.is_err(), "nothing was handled: {moved:?}");
+    assert_eq!(app.count("SELECT count(*) FROM outbox").await, committed);
+
+    let taking_over = Recording::new("flaky", false);
+    let running = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(workers::run_consumer(
+        workers::Stream::InProcess(bus),
+        taking_over.clone(),
+        running.clone(),
+    ));
+    let moved = tokio::time::timeout(Duration::from_secs(20), relay.drain(&mut conn))
+        .await
+        .expect("the relay drains the outbox")
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(moved as i64, committed);
+    let in_log_order: Vec<(String, i64)> =
+        sqlx::query_as("SELECT aggregate_id, sequence FROM events ORDER BY global_seq")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        taking_over.events(),
+        in_log_order,
+        "every event once, in log order"
+    );
+    running.cancel();
+    app.finish().await;
+}

@@ -85,11 +85,17 @@ impl InProcessBus {
                 let _ = batch.done.send(());
             }
         }
-        // Let a later consumer of this group take over the same channel.
+        // A later consumer of this group gets a channel of its own. Batches may be queued behind one this
+        // consumer did not handle, and a later consumer must not handle them before that one is published
+        // again: they go with this channel, unacknowledged, and the relay publishes them all again from the
+        // outbox (a send still waiting on this channel fails, which sends the relay back to the outbox).
         let mut groups = self.groups.lock().await;
         if let Some(g) = groups.iter_mut().find(|g| g.name == handler.group()) {
-            g.receiver = Some(receiver);
+            let (sender, fresh) = mpsc::channel(1);
+            g.sender = sender;
+            g.receiver = Some(fresh);
         }
+        drop(receiver);
     }
 }
 
