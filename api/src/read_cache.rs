@@ -16,8 +16,8 @@
 //!
 //! The listener starts on first use, so every `AppState` (tests included) gets one without wiring.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -91,8 +91,9 @@ impl Drop for Refreshing {
 pub struct ReadCache {
     answers: moka::future::Cache<CacheKey, Answer>,
     ttl: Duration,
-    /// The keys whose next answer a background task is computing (one task per key).
-    refreshing: Arc<Mutex<HashSet<CacheKey>>>,
+    /// The keys whose next answer a background task is computing (one task per key), each with whether a
+    /// change notice touched it since the task started.
+    refreshing: Arc<Mutex<HashMap<CacheKey, Arc<AtomicBool>>>>,
     /// Bumped on every change notice for the live feed (and after a reconnect, when notices may be lost).
     feed: Arc<watch::Sender<u64>>,
     /// Bumped on every change notice for the other read models: an answer computed while it moved may have
@@ -114,7 +115,7 @@ impl ReadCache {
                 .support_invalidation_closures()
                 .build(),
             ttl: settings.ttl,
-            refreshing: Arc::new(Mutex::new(HashSet::new())),
+            refreshing: Arc::new(Mutex::new(HashMap::new())),
             feed: Arc::new(watch::channel(0).0),
             generation: Arc::new(AtomicU64::new(0)),
             listening: Arc::new(OnceLock::new()),
@@ -141,7 +142,7 @@ impl ReadCache {
     ) -> Result<Bytes, E>
     where
         F: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
-        E: Clone + Send + Sync + 'static,
+        E: Clone + std::fmt::Display + Send + Sync + 'static,
     {
         self.listen(pool);
         if !self.enabled {
@@ -186,15 +187,21 @@ impl ReadCache {
     }
 
     /// Compute the next answer for `key` in the background, unless a task is at it already. The answer is kept
-    /// only if no change notice arrived while it was computed (it may have read rows from before the change);
-    /// otherwise the next request past the refresh point tries again.
+    /// only if no change notice touching `key` arrived while it was computed (it may have read rows from before
+    /// the change); otherwise the next request past the refresh point tries again. Notices about other
+    /// projects or read models leave it be: under steady writes there is always one about something.
     fn refresh<F, E>(&self, key: CacheKey, compute: F)
     where
         F: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
-        E: Send + 'static,
+        E: std::fmt::Display + Send + 'static,
     {
-        if !self.lock_refreshing().insert(key.clone()) {
-            return;
+        let touched = Arc::new(AtomicBool::new(false));
+        {
+            let mut refreshing = self.lock_refreshing();
+            if refreshing.contains_key(&key) {
+                return;
+            }
+            refreshing.insert(key.clone(), touched.clone());
         }
         let refreshing = Refreshing {
             cache: self.clone(),
@@ -202,22 +209,37 @@ impl ReadCache {
         };
         tokio::spawn(async move {
             let Refreshing { cache, key } = &refreshing;
-            let started = cache.generation.load(Ordering::SeqCst);
-            let Ok(bytes) = compute.await else { return };
-            if cache.generation.load(Ordering::SeqCst) != started {
+            let bytes = match compute.await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(error = %e, query = %key.query, "refreshing a cached answer failed");
+                    return;
+                }
+            };
+            if touched.load(Ordering::SeqCst) {
                 return;
             }
             // Checked again after it is kept, as on a miss: a notice between the check and the insert would
-            // otherwise go unseen (an invalidation reaches only the entries already in the cache).
+            // otherwise go unseen (an invalidation reaches only the entries already in the cache, and a notice
+            // marks the refreshing keys before it invalidates).
             cache.answers.insert(key.clone(), cache.answer(bytes)).await;
-            if cache.generation.load(Ordering::SeqCst) != started {
+            if touched.load(Ordering::SeqCst) {
                 cache.answers.invalidate(key).await;
             }
         });
     }
 
-    fn lock_refreshing(&self) -> std::sync::MutexGuard<'_, HashSet<CacheKey>> {
-        // The set holds keys only; one left by a panicked holder is still a valid set.
+    /// Mark the keys being refreshed that `change` touches (every key for `None`).
+    fn touch_refreshing(&self, change: Option<&Change>) {
+        for (key, touched) in self.lock_refreshing().iter() {
+            if change.is_none_or(|change| key.is_touched_by(change)) {
+                touched.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn lock_refreshing(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<AtomicBool>>> {
+        // The map holds keys and flags only; one left by a panicked holder is still a valid map.
         self.refreshing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -236,6 +258,7 @@ impl ReadCache {
             return;
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.touch_refreshing(Some(&change));
         // The closure runs against every entry lazily; it is cheap (a slice lookup and a comparison).
         let _ = self
             .answers
@@ -244,6 +267,7 @@ impl ReadCache {
 
     fn forget_everything(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.touch_refreshing(None);
         self.answers.invalidate_all();
         self.feed.send_modify(|n| *n = n.wrapping_add(1));
     }

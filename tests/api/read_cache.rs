@@ -196,3 +196,41 @@ async fn a_change_notice_during_a_refresh_keeps_the_refreshed_answer_out() {
     pool.close().await;
     drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn a_change_notice_about_another_project_keeps_the_refresh() {
+    let (database, pool) = scratch_pool().await;
+    let cache = listening_cache(&pool).await;
+    let (project, other) = (Uuid::new_v4(), Uuid::new_v4());
+
+    let cached_at = Instant::now();
+    assert_eq!(
+        read(&cache, &pool, key(project), "one").await,
+        ("one".to_owned(), true)
+    );
+    assert_eq!(
+        read(&cache, &pool, key(other), "other").await,
+        ("other".to_owned(), true)
+    );
+    let release = refresh_held(&cache, &pool, project, cached_at, "two", "one").await;
+    // Another project's rows change while the refresh computes: its answer goes, this one's refresh stays.
+    notify(&pool, other).await;
+    wait_until(
+        "the other project's answer is dropped",
+        Duration::from_secs(5),
+        || {
+            let (cache, pool) = (cache.clone(), pool.clone());
+            async move { read(&cache, &pool, key(other), "changed").await.1 }
+        },
+    )
+    .await;
+    release.send(()).expect("the refresh is waiting");
+    wait_until("the refreshed answer is served", Duration::from_secs(5), || {
+        let (cache, pool) = (cache.clone(), pool.clone());
+        async move { read(&cache, &pool, key(project), "unused").await == ("two".to_owned(), false) }
+    })
+    .await;
+
+    pool.close().await;
+    drop_database(&database).await;
+}
