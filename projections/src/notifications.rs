@@ -285,8 +285,12 @@ impl Projection for NotificationsProjection {
     ) -> Result<(), ProjectionError> {
         let mut decoded = Vec::with_capacity(events.len());
         for event in events {
+            // An aggregate id that is not a notification's id names no row.
+            let Ok(aggregate_id) = event.aggregate_id.parse::<Uuid>() else {
+                continue;
+            };
             let notification: NotificationEvent = decode(event)?;
-            // A row's key is the notification's id: an aggregate id that is not one names no row.
+            // A row is created under the id its first event names, and changed under its aggregate's.
             let key = match &notification {
                 NotificationEvent::NotificationPlanned {
                     notification_id, ..
@@ -296,12 +300,10 @@ impl Projection for NotificationsProjection {
                 }
                 | NotificationEvent::NotificationHeld {
                     notification_id, ..
-                } => Some(*notification_id),
-                _ => event.aggregate_id.parse::<Uuid>().ok(),
+                } => *notification_id,
+                _ => aggregate_id,
             };
-            if let Some(key) = key {
-                decoded.push((key, event.recorded_at, notification));
-            }
+            decoded.push((key, event.recorded_at, notification));
         }
         let ids: Vec<Uuid> = decoded.iter().map(|(key, ..)| *key).collect();
         let mut rows = load(tx, &ids).await?;
