@@ -12,7 +12,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use sqlx::Connection;
 
-use crate::helpers::{fixture, fixture_with, spawn_app_with, wait_until, Bus};
+use crate::helpers::{fixture, fixture_with, spawn_app_with, wait_until, Bus, TestApp};
 
 #[tokio::test]
 async fn with_the_relay_stopped_nothing_is_lost_and_every_event_reaches_kafka_once_in_order() {
@@ -195,13 +195,11 @@ impl workers::EventHandler for Recording {
     }
 }
 
-/// On the in-process bus the relay keeps several batches in flight: a consumer group still busy with the first
-/// batch holds back neither the other groups nor its own later batches, which it then handles in order; each
-/// batch leaves the outbox once every group has handled it.
-#[tokio::test]
-async fn on_the_in_process_bus_a_slow_consumer_group_holds_back_no_other() {
+/// An in-process Herald with its API only, and a backlog of six runs, requested and completed, in its outbox;
+/// returns the app and how many events wait there.
+async fn backlog() -> (TestApp, i64) {
     let app = spawn_app_with(Bus::InProcess, &[Role::Api]).await;
-    let project = app.create_project("pipelined").await;
+    let project = app.create_project("backlog").await;
     for run in 0..6_i64 {
         for (event, path) in [
             ("workflow_run", "workflow_run/requested.payload.json"),
@@ -215,6 +213,23 @@ async fn on_the_in_process_bus_a_slow_consumer_group_holds_back_no_other() {
         }
     }
     let committed = app.event_count().await;
+    (app, committed)
+}
+
+/// Every event of the log as (aggregate, sequence), in log order.
+async fn log_order(app: &TestApp) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT aggregate_id, sequence FROM events ORDER BY global_seq")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// On the in-process bus the relay keeps several batches in flight: a consumer group still busy with the first
+/// batch holds back neither the other groups nor its own later batches, which it then handles in order; each
+/// batch leaves the outbox once every group has handled it.
+#[tokio::test]
+async fn on_the_in_process_bus_a_slow_consumer_group_holds_back_no_other() {
+    let (app, committed) = backlog().await;
     assert!(committed >= 12, "a backlog of several batches of 4");
 
     let bus = workers::InProcessBus::new();
@@ -264,11 +279,7 @@ async fn on_the_in_process_bus_a_slow_consumer_group_holds_back_no_other() {
         .unwrap();
     assert_eq!(moved as i64, committed, "every event relayed once");
     assert_eq!(app.count("SELECT count(*) FROM outbox").await, 0);
-    let in_log_order: Vec<(String, i64)> =
-        sqlx::query_as("SELECT aggregate_id, sequence FROM events ORDER BY global_seq")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+    let in_log_order = log_order(&app).await;
     assert_eq!(
         fast.events(),
         in_log_order,
@@ -305,21 +316,7 @@ impl workers::EventHandler for Failing {
 /// outbox. It sees every event once, in log order.
 #[tokio::test]
 async fn a_consumer_that_takes_over_a_group_sees_the_batches_in_order() {
-    let app = spawn_app_with(Bus::InProcess, &[Role::Api]).await;
-    let project = app.create_project("taken over").await;
-    for run in 0..6_i64 {
-        for (event, path) in [
-            ("workflow_run", "workflow_run/requested.payload.json"),
-            ("workflow_run", "workflow_run/completed.payload.json"),
-        ] {
-            let body = fixture_with(path, |v| v["workflow_run"]["id"] = (800 + run).into());
-            let response = app
-                .post_github(&project, event, &body, &format!("{path}-{run}"))
-                .await;
-            assert_eq!(response.status(), 202);
-        }
-    }
-    let committed = app.event_count().await;
+    let (app, committed) = backlog().await;
 
     let bus = workers::InProcessBus::new();
     let stopping = tokio_util::sync::CancellationToken::new();
@@ -358,11 +355,7 @@ async fn a_consumer_that_takes_over_a_group_sees_the_batches_in_order() {
         .unwrap();
     conn.close().await.unwrap();
     assert_eq!(moved as i64, committed);
-    let in_log_order: Vec<(String, i64)> =
-        sqlx::query_as("SELECT aggregate_id, sequence FROM events ORDER BY global_seq")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+    let in_log_order = log_order(&app).await;
     assert_eq!(
         taking_over.events(),
         in_log_order,
