@@ -177,6 +177,7 @@ impl From<CommandError> for ApiError {
                 Self::NotFound("notification")
             }
             CommandError::Notification(e) => Self::Conflict(e.to_string()),
+            CommandError::Nul(e) => Self::Invalid(e.to_string()),
             CommandError::Conflict(e) => {
                 Self::Conflict(format!("too many concurrent changes to {e}; retry"))
             }

@@ -10,26 +10,67 @@ use serde::Deserialize;
 
 use crate::ApiError;
 
-/// `axum::Json` with problem+json rejections: bad syntax 400, wrong shape 422, wrong content type 415.
+/// `axum::Json` with problem+json rejections: bad syntax 400, wrong shape 422, wrong content type 415; and a NUL
+/// character (`\u0000`) in any string 422, since Herald stores what it is given in Postgres, whose text refuses
+/// it: refused here, such a body would otherwise fail later as a database error.
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::BadRequest(format!(
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_rejection(e.status(), e.body_text()))?;
+        parse(&bytes).map(Self)
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json` or any `+json` type).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| v == "application/json" || v.ends_with("+json"))
+}
+
+/// Parse a JSON body: bad syntax 400, wrong shape (with the path of the field) or a NUL character 422.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value = match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => value,
+        Err(JsonRejection::JsonSyntaxError(e)) => {
+            return Err(ApiError::BadRequest(format!(
                 "malformed JSON: {}",
                 e.body_text()
-            ))),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Invalid(e.body_text())),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
-                "expected Content-Type: application/json".into(),
-            )),
-            Err(e) => Err(body_rejection(e.status(), e.body_text())),
+            )))
         }
+        Err(JsonRejection::JsonDataError(e)) => return Err(ApiError::Invalid(e.body_text())),
+        Err(e) => return Err(ApiError::BadRequest(e.body_text())),
+    };
+    if has_nul_escape(bytes) {
+        return Err(ApiError::Invalid(
+            "a string in the body contains a NUL character (\\u0000), which Herald does not store"
+                .into(),
+        ));
     }
+    Ok(value)
+}
+
+/// Whether a JSON text holds the escape `\u0000`. Only an escape can put U+0000 in valid JSON (a raw control
+/// character is a syntax error), and a backslash starts an escape unless it is itself escaped: an odd number of
+/// backslashes before `u0000` is the character, an even number is text ending in a backslash.
+fn has_nul_escape(json: &[u8]) -> bool {
+    json.windows(6).enumerate().any(|(at, window)| {
+        window == b"\\u0000"
+            && json[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
 }
 
 /// A body that could not be read: too large (413, from the body limit) or broken off (400).
@@ -51,13 +92,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .is_some_and(|v| v == "application/json" || v.ends_with("+json"));
+        let is_json = is_json(req.headers());
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| body_rejection(e.status(), e.body_text()))?;
@@ -69,12 +104,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
                 "expected Content-Type: application/json".into(),
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(Self)
-            .map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-                _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
-            })
+        parse(&bytes).map(Self)
     }
 }
 
@@ -178,5 +208,25 @@ impl Paging {
             return Err(ApiError::Invalid("offset: must not be negative".into()));
         }
         Ok(projections::queries::Page { limit, offset })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn only_an_escape_that_is_not_itself_escaped_is_a_nul() {
+        assert!(has_nul_escape(br#"{"name":"a\u0000b"}"#));
+        assert!(
+            has_nul_escape(br#"["\\\u0000"]"#),
+            "an escaped backslash, then the escape"
+        );
+        assert!(
+            !has_nul_escape(br#"{"name":"a\\u0000b"}"#),
+            "a backslash, then text"
+        );
+        assert!(!has_nul_escape(br#"{"name":"u0000"}"#));
+        assert!(!has_nul_escape(br#"{"name":"\u0001"}"#));
     }
 }

@@ -15,6 +15,9 @@ pub enum CommandError {
     Subscription(#[from] SubscriptionError),
     #[error(transparent)]
     Notification(#[from] NotificationError),
+    /// The command's events would hold U+0000 (see `event_log`): the caller's input, refused whole.
+    #[error(transparent)]
+    Nul(#[from] crate::event_log::NulInText),
     #[error("too many concurrent changes to {0}; try again")]
     Conflict(String),
     #[error("event store: {0}")]
@@ -32,6 +35,11 @@ impl CommandError {
         match error {
             AggregateError::UserError(e) => e.into(),
             AggregateError::AggregateConflict => Self::Conflict(aggregate_id.to_owned()),
+            AggregateError::UnexpectedError(e) => match e.downcast::<crate::event_log::NulInText>()
+            {
+                Ok(nul) => Self::Nul(*nul),
+                Err(other) => Self::Store(other.to_string()),
+            },
             other => Self::Store(other.to_string()),
         }
     }

@@ -15,6 +15,12 @@
 //! aggregates in one query.
 //!
 //! Reads, snapshots and streams stay postgres-es's own; Herald configures no snapshots.
+//!
+//! **No NUL characters.** JSON can carry U+0000 (`"\u0000"`) and the `json` column takes it, but Postgres `text`
+//! and `jsonb` refuse it, and so do the triggers that index events and every read model. Such an append failed
+//! as a database error: a 500 that a CI system retries for ever, for input that will never be stored. So an
+//! append whose events hold the character anywhere (a commit message, a template) is refused whole, before the
+//! statement, with [`NulInText`], which names the field; the API answers 422 and nothing is recorded.
 
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
@@ -55,12 +61,19 @@ impl EventLog {
     pub async fn append<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), AppendError> {
         if events.is_empty() {
             return Ok(());
         }
         let mut columns = Columns::default();
         for event in events {
+            if let Some(path) = nul_in(&event.payload) {
+                return Err(NulInText {
+                    event_type: event.event_type.clone(),
+                    path,
+                }
+                .into());
+            }
             columns.aggregate_id.push(&event.aggregate_id);
             columns.sequence.push(event.sequence as i64);
             columns.event_type.push(&event.event_type);
@@ -122,8 +135,76 @@ struct Columns<'a> {
     metadata: Vec<String>,
 }
 
-/// A unique violation on the events' key is another writer's commit of the same sequence number.
-pub(crate) fn persistence_error(error: sqlx::Error) -> PersistenceError {
+/// Why an append recorded nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Nul(#[from] NulInText),
+}
+
+/// An event that would hold U+0000, which no read model can store (see the module's docs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path} contains a NUL character (U+0000), which Herald does not store")]
+pub struct NulInText {
+    /// The event that would have held it.
+    pub event_type: String,
+    /// Where in the event, as dotted field names (`run.commit_message`, `jobs[2].name`).
+    pub path: String,
+}
+
+/// Where in `value` a string (or an object's key) holds U+0000, if anywhere. The event's own name, the outer key
+/// of a serialized event, is left out of the path.
+fn nul_in(value: &Value) -> Option<String> {
+    fn walk(value: &Value, path: &mut Vec<String>) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                path.push(format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            Value::Object(fields) => fields.iter().any(|(key, item)| {
+                // Shown escaped: the message must not carry the character it is about.
+                path.push(key.replace('\0', "\\u0000"));
+                let found = key.contains('\0') || walk(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = Vec::new();
+    if !walk(value, &mut path) {
+        return None;
+    }
+    let mut dotted = String::new();
+    for part in path.iter().skip(1) {
+        if !dotted.is_empty() && !part.starts_with('[') {
+            dotted.push('.');
+        }
+        dotted.push_str(part);
+    }
+    Some(if dotted.is_empty() {
+        path.concat()
+    } else {
+        dotted
+    })
+}
+
+/// A unique violation on the events' key is another writer's commit of the same sequence number; a NUL character
+/// is the caller's input, passed on whole so the command side can tell it from a database failure.
+pub(crate) fn persistence_error(error: AppendError) -> PersistenceError {
+    let error = match error {
+        AppendError::Database(error) => error,
+        AppendError::Nul(nul) => return PersistenceError::UnknownError(Box::new(nul)),
+    };
     match &error {
         sqlx::Error::Database(e) if e.is_unique_violation() => {
             PersistenceError::OptimisticLockError
@@ -181,5 +262,35 @@ impl PersistedEventRepository for EventLog {
 
     async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
         self.read.stream_all_events::<A>().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_nul_anywhere_in_an_event_is_found_and_named() {
+        let event = |run: Value| json!({ "BuildFailed": { "delivery_id": "d", "run": run } });
+        assert_eq!(nul_in(&event(json!({ "commit_message": "fine\n" }))), None);
+        assert_eq!(
+            nul_in(&event(json!({ "commit_message": "a\u{0}b" }))).as_deref(),
+            Some("run.commit_message")
+        );
+        assert_eq!(
+            nul_in(&event(json!({ "jobs": ["ok", "bad\u{0}"] }))).as_deref(),
+            Some("run.jobs[1]")
+        );
+        assert_eq!(
+            nul_in(&event(json!({ "labels": { "k\u{0}": "v" } }))).as_deref(),
+            Some("run.labels.k\\u0000")
+        );
+        // A backslash followed by "u0000" is text, not the character.
+        assert_eq!(nul_in(&event(json!({ "commit_message": "\\u0000" }))), None);
+        assert_eq!(
+            nul_in(&json!({ "Bare": "x\u{0}" })).as_deref(),
+            Some("Bare")
+        );
     }
 }

@@ -27,6 +27,7 @@ pub mod unsubscribe;
 mod webhook_target;
 
 pub use error::CommandError;
+pub use event_log::NulInText;
 pub use executor::{BatchResult, Batched, Executor};
 pub use migrate::{migrate, MIGRATOR};
 pub use service::{Commands, Metadata, RecordedBuild, DEFAULT_SECRET_OVERLAP};

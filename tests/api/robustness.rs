@@ -132,3 +132,73 @@ async fn a_client_that_never_finishes_its_body_gets_408_and_changes_nothing() {
     assert_eq!(app.event_count().await, before);
     app.finish().await;
 }
+
+/// JSON can carry U+0000, but Postgres `text` and `jsonb` cannot: such a webhook used to fail with a 500, which a CI
+/// system retries for ever. It is the caller's input, so the answer is a 422 that names the field.
+#[tokio::test]
+async fn a_nul_character_in_anything_herald_would_store_is_refused_and_records_nothing() {
+    let app = spawn_app_configured(Bus::InProcess, &herald::Role::ALL, |_| {}).await;
+    let project = app.create_project("nul").await;
+    app.drain().await;
+    let before = app.event_count().await;
+
+    let body = crate::helpers::fixture_with("workflow_run/completed.payload.json", |v| {
+        v["workflow_run"]["head_commit"]["message"] = "fix\u{0}the build".into();
+    });
+    let response = app
+        .post_github(&project, "workflow_run", &body, "nul-1")
+        .await;
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("run.commit_message") && detail.contains("NUL"),
+        "{problem}"
+    );
+
+    let template = app
+        .http
+        .put(app.url("/api/v1/templates/build_finished.telegram.en"))
+        .json(&serde_json::json!({ "parts": { "text": "a\u{0}b" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(template.status(), 422);
+    // Not every input becomes an event: an API key's name goes straight to its table.
+    let keys = app.count("SELECT count(*) FROM api_keys").await;
+    let key = app
+        .http
+        .post(app.url("/api/v1/keys"))
+        .json(&serde_json::json!({ "name": "ci\u{0}", "role": "reader" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(key.status(), 422);
+    let problem: Value = key.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("NUL"),
+        "{problem}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM api_keys").await, keys);
+    assert_eq!(app.event_count().await, before, "nothing was recorded");
+
+    // The refusal is in the delivery log, and the same run without the character is taken and projected.
+    let deliveries: Value = app
+        .get(&format!("/api/v1/projects/{}/deliveries", project.id))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refused = &deliveries["items"][0];
+    assert_eq!(refused["http_status"], 422, "{deliveries}");
+    let body = crate::helpers::fixture_with("workflow_run/completed.payload.json", |v| {
+        v["workflow_run"]["head_commit"]["message"] = "fix the build".into();
+    });
+    let response = app
+        .post_github(&project, "workflow_run", &body, "nul-2")
+        .await;
+    assert_eq!(response.status(), 202);
+    app.drain().await;
+    assert_eq!(app.count("SELECT count(*) FROM build_runs").await, 1);
+    app.finish().await;
+}
