@@ -6,6 +6,12 @@
 //! (the rows are not changed yet) plus the time the notice takes; the TTL only bounds the case of a notice
 //! lost with a dropped connection, after which the listener drops everything anyway.
 //!
+//! An answer computed while a change notice touching it arrives may have read the rows from before the change, so
+//! it is served to the callers that waited for it but not kept. Each computation in flight (a miss or a refresh)
+//! is watched by key for that: a notice about another project or another read model leaves it be. (A single
+//! counter of notices did that job for misses until 2026-12-07; under steady writes to any project it moved during
+//! nearly every computation, so answers computed on a miss were rarely kept.)
+//!
 //! An answer is refreshed ahead of its TTL: a request for an answer older than half the TTL is served the
 //! cached answer while one background task computes the next. Without it, every answer computed in the same
 //! second (a dashboard's first load of all its projects) expired in the same second too, and every reader of
@@ -16,7 +22,7 @@
 //!
 //! The listener starts on first use, so every `AppState` (tests included) gets one without wiring.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -82,8 +88,38 @@ struct Refreshing {
 
 impl Drop for Refreshing {
     fn drop(&mut self) {
-        self.cache.lock_refreshing().remove(&self.key);
+        lock(&self.cache.refreshing).remove(&self.key);
     }
+}
+
+/// A computation in flight for a key, told of every change notice touching that key until it is dropped.
+struct Watch {
+    cache: ReadCache,
+    id: u64,
+    touched: Arc<AtomicBool>,
+}
+
+impl Watch {
+    /// Whether a change notice touched the key since the watch began.
+    fn touched(&self) -> bool {
+        self.touched.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        lock(&self.cache.watched).remove(&self.id);
+    }
+}
+
+/// A watched computation's key, and whether a change notice touched it since the computation began.
+type Watched = (CacheKey, Arc<AtomicBool>);
+
+/// The maps hold keys and flags only; one left by a panicked holder is still a valid map.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The analytics cache and the change signal, shared by every handler of a process.
@@ -91,14 +127,13 @@ impl Drop for Refreshing {
 pub struct ReadCache {
     answers: moka::future::Cache<CacheKey, Answer>,
     ttl: Duration,
-    /// The keys whose next answer a background task is computing (one task per key), each with whether a
-    /// change notice touched it since the task started.
-    refreshing: Arc<Mutex<HashMap<CacheKey, Arc<AtomicBool>>>>,
+    /// The keys whose next answer a background task is computing (one task per key).
+    refreshing: Arc<Mutex<HashSet<CacheKey>>>,
+    /// Every computation in flight, by id: its key, and whether a change notice touched the key since it began.
+    watched: Arc<Mutex<HashMap<u64, Watched>>>,
+    next_watch: Arc<AtomicU64>,
     /// Bumped on every change notice for the live feed (and after a reconnect, when notices may be lost).
     feed: Arc<watch::Sender<u64>>,
-    /// Bumped on every change notice for the other read models: an answer computed while it moved may have
-    /// read rows from before the change and is not kept.
-    generation: Arc<AtomicU64>,
     listening: Arc<OnceLock<()>>,
     /// A zero TTL turns caching off (every read goes to the database).
     enabled: bool,
@@ -115,9 +150,10 @@ impl ReadCache {
                 .support_invalidation_closures()
                 .build(),
             ttl: settings.ttl,
-            refreshing: Arc::new(Mutex::new(HashMap::new())),
+            refreshing: Arc::default(),
+            watched: Arc::default(),
+            next_watch: Arc::default(),
             feed: Arc::new(watch::channel(0).0),
-            generation: Arc::new(AtomicU64::new(0)),
             listening: Arc::new(OnceLock::new()),
             enabled: !settings.ttl.is_zero(),
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -161,7 +197,7 @@ impl ReadCache {
         // A change that commits while the answer is computed invalidates nothing yet (the answer is not in the
         // cache), and the answer may have read the rows from before it: such an answer is served to the callers
         // that waited for it, but not kept. (Found by a test that saw the overview stay green for the TTL.)
-        let started = self.generation.load(Ordering::SeqCst);
+        let watch = self.watch(&key);
         let this = self.clone();
         let answer = self
             .answers
@@ -170,7 +206,7 @@ impl ReadCache {
             })
             .await
             .map_err(|e: Arc<E>| (*e).clone())?;
-        if self.generation.load(Ordering::SeqCst) != started {
+        if watch.touched() {
             self.answers.invalidate(&key).await;
         }
         Ok(answer.bytes)
@@ -195,14 +231,10 @@ impl ReadCache {
         F: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let touched = Arc::new(AtomicBool::new(false));
-        {
-            let mut refreshing = self.lock_refreshing();
-            if refreshing.contains_key(&key) {
-                return;
-            }
-            refreshing.insert(key.clone(), touched.clone());
+        if !lock(&self.refreshing).insert(key.clone()) {
+            return;
         }
+        let watch = self.watch(&key);
         let refreshing = Refreshing {
             cache: self.clone(),
             key,
@@ -216,33 +248,38 @@ impl ReadCache {
                     return;
                 }
             };
-            if touched.load(Ordering::SeqCst) {
+            if watch.touched() {
                 return;
             }
             // Checked again after it is kept, as on a miss: a notice between the check and the insert would
             // otherwise go unseen (an invalidation reaches only the entries already in the cache, and a notice
-            // marks the refreshing keys before it invalidates).
+            // marks the watched computations before it invalidates).
             cache.answers.insert(key.clone(), cache.answer(bytes)).await;
-            if touched.load(Ordering::SeqCst) {
+            if watch.touched() {
                 cache.answers.invalidate(key).await;
             }
         });
     }
 
-    /// Mark the keys being refreshed that `change` touches (every key for `None`).
-    fn touch_refreshing(&self, change: Option<&Change>) {
-        for (key, touched) in self.lock_refreshing().iter() {
+    /// Watch `key` from now on for change notices.
+    fn watch(&self, key: &CacheKey) -> Watch {
+        let id = self.next_watch.fetch_add(1, Ordering::Relaxed);
+        let touched = Arc::new(AtomicBool::new(false));
+        lock(&self.watched).insert(id, (key.clone(), touched.clone()));
+        Watch {
+            cache: self.clone(),
+            id,
+            touched,
+        }
+    }
+
+    /// Mark the computations in flight whose key `change` touches (every one for `None`).
+    fn touch_watched(&self, change: Option<&Change>) {
+        for (key, touched) in lock(&self.watched).values() {
             if change.is_none_or(|change| key.is_touched_by(change)) {
                 touched.store(true, Ordering::SeqCst);
             }
         }
-    }
-
-    fn lock_refreshing(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<AtomicBool>>> {
-        // The map holds keys and flags only; one left by a panicked holder is still a valid map.
-        self.refreshing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A receiver that sees a new value whenever the live feed may have grown.
@@ -257,8 +294,7 @@ impl ReadCache {
             self.feed.send_modify(|n| *n = n.wrapping_add(1));
             return;
         }
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.touch_refreshing(Some(&change));
+        self.touch_watched(Some(&change));
         // The closure runs against every entry lazily; it is cheap (a slice lookup and a comparison).
         let _ = self
             .answers
@@ -266,8 +302,7 @@ impl ReadCache {
     }
 
     fn forget_everything(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.touch_refreshing(None);
+        self.touch_watched(None);
         self.answers.invalidate_all();
         self.feed.send_modify(|n| *n = n.wrapping_add(1));
     }

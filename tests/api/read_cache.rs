@@ -234,3 +234,51 @@ async fn a_change_notice_about_another_project_keeps_the_refresh() {
     pool.close().await;
     drop_database(&database).await;
 }
+
+/// An answer computed on a miss is kept unless its own rows changed meanwhile: under steady writes there is always
+/// a notice about some other project, and answers were once dropped for those too, so that a busy Herald's
+/// dashboard hardly cached at all.
+#[tokio::test]
+async fn a_miss_computed_while_another_project_changes_is_kept_and_one_its_own_project_changed_is_not(
+) {
+    let (database, pool) = scratch_pool().await;
+    let cache = listening_cache(&pool).await;
+    // Another answer over the changed project's rows: when it is dropped, the notice has been handled.
+    let probe = |project| CacheKey {
+        query: "overview?".to_owned(),
+        ..key(project)
+    };
+    let (first, other, second) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+
+    for (reader, changed, kept) in [(first, other, true), (second, second, false)] {
+        read(&cache, &pool, probe(changed), "probe").await;
+        let (release, compute) = held("computed");
+        let reading = tokio::spawn({
+            let (cache, pool) = (cache.clone(), pool.clone());
+            async move { cache.get_or_compute(&pool, key(reader), compute).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        notify(&pool, changed).await;
+        wait_until("the notice is handled", Duration::from_secs(5), || {
+            let (cache, pool) = (cache.clone(), pool.clone());
+            async move { read(&cache, &pool, probe(changed), "probe").await.1 }
+        })
+        .await;
+        release.send(()).expect("the computation is waiting");
+        let answer = reading.await.expect("no panic").expect("computed");
+        assert_eq!(answer, "computed", "the waiting reader gets the answer");
+        let expected = if kept {
+            ("computed", false)
+        } else {
+            ("again", true)
+        };
+        assert_eq!(
+            read(&cache, &pool, key(reader), "again").await,
+            (expected.0.to_owned(), expected.1),
+            "kept after a notice about another project, dropped after one about its own"
+        );
+    }
+
+    pool.close().await;
+    drop_database(&database).await;
+}
