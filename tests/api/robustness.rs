@@ -142,12 +142,15 @@ async fn a_nul_character_in_anything_herald_would_store_is_refused_and_records_n
     app.drain().await;
     let before = app.event_count().await;
 
-    let body = crate::helpers::fixture_with("workflow_run/completed.payload.json", |v| {
-        v["workflow_run"]["head_commit"]["message"] = "fix\u{0}the build".into();
-    });
-    let response = app
-        .post_github(&project, "workflow_run", &body, "nul-1")
-        .await;
+    // The same completed run, with `message` as its commit message.
+    let post_run = async |message: &str, delivery: &str| {
+        let body = crate::helpers::fixture_with("workflow_run/completed.payload.json", |v| {
+            v["workflow_run"]["head_commit"]["message"] = message.into();
+        });
+        app.post_github(&project, "workflow_run", &body, delivery)
+            .await
+    };
+    let response = post_run("fix\u{0}the build", "nul-1").await;
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.unwrap();
     let detail = problem["detail"].as_str().unwrap();
@@ -191,13 +194,7 @@ async fn a_nul_character_in_anything_herald_would_store_is_refused_and_records_n
         .unwrap();
     let refused = &deliveries["items"][0];
     assert_eq!(refused["http_status"], 422, "{deliveries}");
-    let body = crate::helpers::fixture_with("workflow_run/completed.payload.json", |v| {
-        v["workflow_run"]["head_commit"]["message"] = "fix the build".into();
-    });
-    let response = app
-        .post_github(&project, "workflow_run", &body, "nul-2")
-        .await;
-    assert_eq!(response.status(), 202);
+    assert_eq!(post_run("fix the build", "nul-2").await.status(), 202);
     app.drain().await;
     assert_eq!(app.count("SELECT count(*) FROM build_runs").await, 1);
     app.finish().await;
