@@ -364,3 +364,41 @@ async fn a_consumer_that_takes_over_a_group_sees_the_batches_in_order() {
     running.cancel();
     app.finish().await;
 }
+
+/// The outbox is a queue in a table: the relay has what it deleted vacuumed, rather than leaving the dead rows to
+/// autovacuum's visit once a minute (the reads that pass over them slow down meanwhile).
+#[tokio::test]
+async fn the_relay_has_the_outbox_vacuumed_after_deleting_rows() {
+    let (app, committed) = backlog().await;
+    let vacuums = async || -> i64 {
+        sqlx::query_scalar("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let before = vacuums().await;
+
+    let bus = workers::InProcessBus::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let consumer = Recording::new("consumer", false);
+    bus.register(consumer.group).await;
+    tokio::spawn({
+        let (bus, shutdown) = (bus.clone(), shutdown.clone());
+        async move { workers::run_consumer(workers::Stream::InProcess(bus), consumer, shutdown).await }
+    });
+    let relay = workers::Relay::new(app.pool.clone(), Arc::new(bus))
+        .with_batch_size(4)
+        .with_vacuum_every(8, Duration::ZERO);
+    let mut conn = app.pool.acquire().await.unwrap().detach();
+    let moved = relay.drain(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(moved as i64, committed);
+
+    wait_until(
+        "the outbox is vacuumed",
+        Duration::from_secs(10),
+        || async { vacuums().await > before },
+    )
+    .await;
+    app.finish().await;
+}

@@ -19,6 +19,7 @@ pub mod push;
 pub mod rate_limit;
 mod relay;
 pub mod telegram;
+pub mod vacuum;
 
 pub use bus::InProcessBus;
 pub use commands::template::MessageRenderer;

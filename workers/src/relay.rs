@@ -23,6 +23,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::vacuum::QueueVacuum;
+
 /// Where the relay publishes: Kafka or the in-process bus.
 #[async_trait]
 pub trait Publisher: Send + Sync {
@@ -84,16 +86,25 @@ pub struct Relay {
     /// reaches 0.38×, while two batches in memory stay a few MiB (docs/benchmarks.md).
     batch_size: i64,
     poll_interval: Duration,
+    /// The outbox is a queue: what the relay deletes, it has vacuumed (`crate::vacuum`).
+    vacuum: QueueVacuum,
 }
 
 impl Relay {
     pub fn new(pool: PgPool, publisher: Arc<dyn Publisher>) -> Self {
         Self {
+            vacuum: QueueVacuum::new(pool.clone(), "outbox"),
             pool,
             publisher,
             batch_size: 2_000,
             poll_interval: Duration::from_secs(1),
         }
+    }
+
+    /// Vacuum the outbox after every `rows` deleted rows, at most once per `interval`.
+    pub fn with_vacuum_every(mut self, rows: u64, interval: Duration) -> Self {
+        self.vacuum = self.vacuum.with_every(rows, interval);
+        self
     }
 
     /// Publish at most `batch_size` events at a time (at least one).
@@ -237,6 +248,7 @@ impl Relay {
             .bind(&global_seqs)
             .execute(&mut *conn)
             .await?;
+        self.vacuum.deleted(global_seqs.len() as u64);
         tracing::debug!(events = global_seqs.len(), "relayed");
         Ok(global_seqs.len())
     }

@@ -43,6 +43,7 @@ use uuid::Uuid;
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::consumer::{EventHandler, HandlerError};
 use crate::rate_limit::{TelegramLimiter, TelegramLimits};
+use crate::vacuum::QueueVacuum;
 pub use send::Providers;
 use send::{Refusal, Sent};
 
@@ -247,6 +248,8 @@ pub struct DeliveryWorker {
     breakers: HashMap<ChannelKind, Arc<Breaker>>,
     /// Telegram chats at their rate limit, and until when: left out of the claim.
     busy_chats: Mutex<HashMap<i64, Instant>>,
+    /// The delivery queue is a queue: the rows a turn removes or moves, it has vacuumed (`crate::vacuum`).
+    vacuum: QueueVacuum,
 }
 
 /// One claimed notification in a worker's turn.
@@ -296,6 +299,7 @@ impl DeliveryWorker {
             })
             .collect();
         Self {
+            vacuum: QueueVacuum::new(commands.pool().clone(), "delivery_queue"),
             pool: commands.pool().clone(),
             commands,
             providers,
@@ -620,6 +624,8 @@ impl DeliveryWorker {
                 (Some(_), None) => done.push(turn.notification_id),
             }
         }
+        // Deleted and updated rows both leave a dead row behind.
+        self.vacuum.deleted((done.len() + retry.len()) as u64);
         if !done.is_empty() {
             sqlx::query("DELETE FROM delivery_queue WHERE notification_id = ANY($1)")
                 .bind(done)
