@@ -156,7 +156,7 @@ pub struct NulInText {
 
 /// Where in `value` a string (or an object's key) holds U+0000, if anywhere. The event's own name, the outer key
 /// of a serialized event, is left out of the path.
-fn nul_in(value: &Value) -> Option<String> {
+pub(crate) fn nul_in(value: &Value) -> Option<String> {
     fn walk(value: &Value, path: &mut Vec<String>) -> bool {
         match value {
             Value::String(s) => s.contains('\0'),

@@ -205,6 +205,16 @@ impl Commands {
         delivery_id: String,
         metadata: &Metadata,
     ) -> Result<RecordedBuild, CommandError> {
+        // Checked before the run is decided, not only at the append: the run's fields are query parameters on
+        // the way (its previous verdict), and Postgres refuses a NUL there as a database error.
+        let wrapped = serde_json::json!({ "webhook": &event });
+        if let Some(path) = crate::event_log::nul_in(&wrapped) {
+            return Err(crate::NulInText {
+                event_type: "webhook".to_owned(),
+                path,
+            }
+            .into());
+        }
         let build_run_id = event.run.build_run_id();
         let command = BuildRunCommand::Record {
             event,

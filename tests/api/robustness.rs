@@ -159,6 +159,25 @@ async fn a_nul_character_in_anything_herald_would_store_is_refused_and_records_n
         "{problem}"
     );
 
+    // A field the run is looked up by (its branch, for the previous verdict) is refused the same way.
+    let body = serde_json::json!({ "repository": "acme/api", "workflow": "deploy", "run_id": 9,
+                                   "status": "failed", "branch": "ma\u{0}in" });
+    let response = app
+        .post_webhook(
+            "generic",
+            project.id,
+            "",
+            &[("x-herald-token", project.secret.as_str())],
+            body.to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("run.branch"),
+        "{problem}"
+    );
+
     let template = app
         .http
         .put(app.url("/api/v1/templates/build_finished.telegram.en"))
