@@ -68,11 +68,7 @@ impl EventLog {
         let mut columns = Columns::default();
         for event in events {
             if let Some(path) = nul_in(&event.payload) {
-                return Err(NulInText {
-                    event_type: event.event_type.clone(),
-                    path,
-                }
-                .into());
+                return Err(NulInText { path }.into());
             }
             columns.aggregate_id.push(&event.aggregate_id);
             columns.sequence.push(event.sequence as i64);
@@ -148,8 +144,6 @@ pub enum AppendError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path} contains a NUL character (U+0000), which Herald does not store")]
 pub struct NulInText {
-    /// The event that would have held it.
-    pub event_type: String,
     /// Where in the event, as dotted field names (`run.commit_message`, `jobs[2].name`).
     pub path: String,
 }

@@ -209,11 +209,7 @@ impl Commands {
         // the way (its previous verdict), and Postgres refuses a NUL there as a database error.
         let wrapped = serde_json::json!({ "webhook": &event });
         if let Some(path) = crate::event_log::nul_in(&wrapped) {
-            return Err(crate::NulInText {
-                event_type: "webhook".to_owned(),
-                path,
-            }
-            .into());
+            return Err(crate::NulInText { path }.into());
         }
         let build_run_id = event.run.build_run_id();
         let command = BuildRunCommand::Record {

@@ -27,6 +27,8 @@ pub struct QueueVacuum {
     interval: Duration,
     due: Mutex<Due>,
     running: Arc<AtomicBool>,
+    /// Set once this role was found allowed to vacuum the table: asked of the catalog until then, not after.
+    allowed: Arc<AtomicBool>,
 }
 
 /// Deleted rows counted since the last `VACUUM`, and when it started.
@@ -49,6 +51,7 @@ impl QueueVacuum {
                 last: None,
             }),
             running: Arc::new(AtomicBool::new(false)),
+            allowed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -71,25 +74,28 @@ impl QueueVacuum {
             deleted: 0,
             last: Some(Instant::now()),
         };
-        let (pool, table, statement, running) = (
+        let (pool, table, statement, running, allowed) = (
             self.pool.clone(),
             self.table,
             self.statement.clone(),
             self.running.clone(),
+            self.allowed.clone(),
         );
         tokio::spawn(async move {
-            match may_vacuum(&pool, table).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    // `running` stays set: no vacuum is started again by this process.
-                    tracing::info!(
-                        table,
-                        "this database role may not vacuum the queue table; autovacuum alone will"
-                    );
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, table, "cannot tell whether this role may vacuum")
+            if !allowed.load(Ordering::SeqCst) {
+                match may_vacuum(&pool, table).await {
+                    Ok(true) => allowed.store(true, Ordering::SeqCst),
+                    Ok(false) => {
+                        // `running` stays set: no vacuum is started again by this process.
+                        tracing::info!(
+                            table,
+                            "this database role may not vacuum the queue table; autovacuum alone will"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, table, "cannot tell whether this role may vacuum")
+                    }
                 }
             }
             // The simple protocol: VACUUM runs outside any transaction block, and is not worth preparing.
