@@ -1,7 +1,9 @@
 //! `POST /api/v1/webhooks/{provider}/{project}`: authenticate, normalize, record; answer only after the commit.
 //!
 //! Checks run from cheapest-to-leak to most: unknown provider or project (404), then the signature or token
-//! (401) before the body is even parsed, then the event name and body (400 naming the field). None of the
+//! (401), then the event name and body (400 naming the field). The body is parsed before the signature is
+//! checked, so that a build webhook's run can be read with its project in one statement; what the parse found is
+//! neither acted on nor answered until the signature has passed. None of the
 //! refusals writes an event; every delivery to a known project, refused or not, is listed in its delivery log
 //! (`GET /api/v1/projects/{id}/deliveries`).
 
@@ -174,19 +176,6 @@ async fn accept(
     received_at: DateTime<Utc>,
     seen: &mut Seen,
 ) -> Result<(DeliveryOutcome, WebhookAnswer), ApiError> {
-    let target = match state.commands.webhook_target(project_id).await {
-        Err(CommandError::Project(ProjectError::NotFound)) => {
-            return Err(ApiError::NotFound("project"))
-        }
-        other => other?,
-    };
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(format!(
-            "webhook bodies are limited to {} bytes",
-            crate::MAX_BODY_BYTES
-        )),
-        other => ApiError::BadRequest(other.body_text()),
-    })?;
     let headers: BTreeMap<String, String> = headers
         .iter()
         .filter_map(|(name, value)| {
@@ -194,6 +183,44 @@ async fn accept(
         })
         .collect();
     let token = query_token(query);
+    // Parsed before the signature is checked, so that a build webhook's run is read with its project and secrets
+    // in one statement (see `commands::webhook_target`). The answers keep their order: nothing parsed here is
+    // acted on, or shown, before the signature has passed.
+    let body = body.map(|body| {
+        let request = WebhookRequest {
+            headers: &headers,
+            body: &body,
+            query_token: token.as_deref(),
+            received_at,
+        };
+        let parsed = provider.event_name(&request).map(|event| {
+            let normalized = provider.normalize(project_id, &event, &body, received_at);
+            (event, normalized)
+        });
+        (body, parsed)
+    });
+    let (target, prepared) = match &body {
+        Ok((_, Ok((_, Ok(Normalized::Build(build)))))) => {
+            state
+                .commands
+                .build_webhook_target(project_id, build)
+                .await?
+        }
+        _ => (state.commands.webhook_target(project_id).await, None),
+    };
+    let target = match target {
+        Err(CommandError::Project(ProjectError::NotFound)) => {
+            return Err(ApiError::NotFound("project"))
+        }
+        other => other?,
+    };
+    let (body, parsed) = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(format!(
+            "webhook bodies are limited to {} bytes",
+            crate::MAX_BODY_BYTES
+        )),
+        other => ApiError::BadRequest(other.body_text()),
+    })?;
     let request = WebhookRequest {
         headers: &headers,
         body: &body,
@@ -209,14 +236,10 @@ async fn accept(
         }
     }
     verdict.map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    let event = provider
-        .event_name(&request)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (event, normalized) = parsed.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     seen.event = Some(event.clone());
     let delivery_id = seen.delivery_id.clone().unwrap_or_default();
-    let normalized = provider
-        .normalize(project_id, &event, &body, received_at)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let normalized = normalized.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut metadata = Metadata::from([
         ("source".to_owned(), "webhook".to_owned()),
         ("provider".to_owned(), provider.as_str().to_owned()),
@@ -258,7 +281,7 @@ async fn accept(
         Normalized::Build(build) => {
             let recorded = state
                 .commands
-                .record_build(*build, delivery_id.clone(), &metadata)
+                .record_build(*build, delivery_id.clone(), &metadata, prepared)
                 .await?;
             let outcome = match (recorded.events.is_empty(), recorded.duplicate) {
                 (false, _) => DeliveryOutcome::Accepted,

@@ -192,6 +192,12 @@ pub(crate) fn nul_in(value: &Value) -> Option<String> {
     })
 }
 
+/// Where a normalized webhook holds U+0000 (as `run.branch`): checked before any of its fields becomes a query
+/// parameter, because Postgres refuses the character there as a database error.
+pub(crate) fn nul_in_webhook(event: &domain::BuildEvent) -> Option<String> {
+    nul_in(&serde_json::json!({ "webhook": event }))
+}
+
 /// A unique violation on the events' key is another writer's commit of the same sequence number; a NUL character
 /// is the caller's input, passed on whole so the command side can tell it from a database failure.
 pub(crate) fn persistence_error(error: AppendError) -> PersistenceError {

@@ -10,7 +10,10 @@
 use std::collections::{HashMap, HashSet};
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{EventUpcaster, PersistedEventStore, PersistenceError, SerializedEvent};
+use cqrs_es::persist::{
+    EventStoreAggregateContext, EventUpcaster, PersistedEventStore, PersistenceError,
+    SerializedEvent,
+};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use rand::Rng;
 use sqlx::PgPool;
@@ -57,22 +60,57 @@ where
         command: A::Command,
         metadata: &HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
+        Ok(match self.decide(id, command, metadata, None).await? {
+            Decided::Committed(events) => events,
+            Decided::Unchanged(_) => Vec::new(),
+        })
+    }
+
+    /// [`Executor::execute`], where the caller may already hold the aggregate's events (read in the same round
+    /// trip as something else it needed) and services to decide with; both serve the first round only, a round
+    /// after a conflict reads afresh. Says what the command did, and on which state it changed nothing.
+    pub async fn decide(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+        mut loaded: Option<Loaded<A>>,
+    ) -> Result<Decided<A>, CommandError> {
         let metadata = with_scope(metadata.clone());
         for round in 0..MAX_CONFLICT_RETRIES {
-            let mut context = self
-                .store
-                .load_aggregate(id)
-                .await
-                .map_err(|e| CommandError::from_aggregate(id, e))?;
+            let (mut context, services) = match loaded.take() {
+                Some(Loaded { events, services }) => {
+                    let (aggregate, current_sequence) = fold::<A>(events)?;
+                    let context = EventStoreAggregateContext {
+                        aggregate_id: id.to_owned(),
+                        aggregate,
+                        current_sequence,
+                        current_snapshot: None,
+                    };
+                    (context, services)
+                }
+                None => {
+                    let context = self
+                        .store
+                        .load_aggregate(id)
+                        .await
+                        .map_err(|e| CommandError::from_aggregate(id, e))?;
+                    (context, None)
+                }
+            };
             let sink = EventSink::default();
             context
                 .aggregate()
-                .handle(command.clone(), &self.services, &sink)
+                .handle(
+                    command.clone(),
+                    services.as_ref().unwrap_or(&self.services),
+                    &sink,
+                )
                 .await
                 .map_err(CommandError::from)?;
             let events = sink.collect().await;
             if events.is_empty() {
-                return Ok(Vec::new());
+                return Ok(Decided::Unchanged(context.aggregate));
             }
             match self.store.commit(events, context, metadata.clone()).await {
                 Err(AggregateError::AggregateConflict) => {
@@ -84,7 +122,7 @@ where
                     self.outbox.raise();
                     metrics::counter!("herald_events_appended_total", "aggregate" => A::TYPE)
                         .increment(committed.len() as u64);
-                    return Ok(committed);
+                    return Ok(Decided::Committed(committed));
                 }
                 Err(e) => return Err(CommandError::from_aggregate(id, e)),
             }
@@ -239,19 +277,48 @@ where
         let stored = self.log.load_many::<A>(ids).await?;
         let mut states: HashMap<String, (A, usize)> = HashMap::with_capacity(ids.len());
         for event in stored {
-            let event = if DomainUpcaster.can_upcast(&event.event_type, &event.event_version) {
-                DomainUpcaster.upcast(event)
-            } else {
-                event
-            };
-            let envelope = EventEnvelope::<A>::try_from(event)
-                .map_err(|e| CommandError::Store(e.to_string()))?;
+            let envelope = envelope::<A>(event)?;
             let state = states.entry(envelope.aggregate_id).or_default();
             state.0.apply(envelope.payload);
             state.1 = envelope.sequence;
         }
         Ok(states)
     }
+}
+
+/// An aggregate's events, read by the caller, and the services to decide with (the executor's own when `None`).
+pub struct Loaded<A: Aggregate> {
+    /// Every stored event of the aggregate, in sequence order, as stored (not upcast).
+    pub events: Vec<SerializedEvent>,
+    pub services: Option<A::Services>,
+}
+
+/// What a command did.
+pub enum Decided<A: Aggregate> {
+    Committed(Vec<EventEnvelope<A>>),
+    /// Nothing: the command's decision on this state was to record nothing.
+    Unchanged(A),
+}
+
+/// One aggregate's state and last sequence from its stored events.
+fn fold<A: Aggregate>(events: Vec<SerializedEvent>) -> Result<(A, usize), CommandError> {
+    let mut state = (A::default(), 0);
+    for event in events {
+        let envelope = envelope::<A>(event)?;
+        state.0.apply(envelope.payload);
+        state.1 = envelope.sequence;
+    }
+    Ok(state)
+}
+
+/// A stored event in the current shape, as the event store reads it.
+fn envelope<A: Aggregate>(event: SerializedEvent) -> Result<EventEnvelope<A>, CommandError> {
+    let event = if DomainUpcaster.can_upcast(&event.event_type, &event.event_version) {
+        DomainUpcaster.upcast(event)
+    } else {
+        event
+    };
+    EventEnvelope::<A>::try_from(event).map_err(|e| CommandError::Store(e.to_string()))
 }
 
 /// Why a batch was not appended whole.

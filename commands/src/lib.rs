@@ -28,8 +28,8 @@ mod webhook_target;
 
 pub use error::CommandError;
 pub use event_log::NulInText;
-pub use executor::{BatchResult, Batched, Executor};
+pub use executor::{BatchResult, Batched, Decided, Executor, Loaded};
 pub use migrate::{migrate, MIGRATOR};
 pub use service::{Commands, Metadata, RecordedBuild, DEFAULT_SECRET_OVERLAP};
 pub use subscribers::{FilterInput, Linked, LINK_CODE_TTL, VERIFICATION_TTL};
-pub use webhook_target::WebhookTarget;
+pub use webhook_target::{PreparedRun, WebhookTarget};

@@ -14,9 +14,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::deliveries::{Delivery, DeliveryLog, DeliveryLogError};
-use crate::history::PgBuildHistory;
-use crate::webhook_target::{self, WebhookTarget};
-use crate::{secrets, CommandError, Executor};
+use crate::history::{AnsweredHistory, PgBuildHistory};
+use crate::webhook_target::{self, PreparedRun, WebhookTarget};
+use crate::{secrets, CommandError, Decided, Executor, Loaded};
 
 /// Who or what caused a command (delivery id, user agent, ...), stored as the events' metadata.
 pub type Metadata = HashMap<String, String>;
@@ -35,6 +35,8 @@ pub struct Commands {
     pub(crate) pool: PgPool,
     projects: Executor<Project>,
     builds: Executor<BuildRun>,
+    /// The builds' own history, for questions a prepared run did not answer.
+    history: Arc<dyn BuildHistory>,
     pub(crate) subscribers: Executor<Subscriber>,
     pub(crate) subscriptions: Executor<Subscription>,
     notifications: Executor<Notification>,
@@ -51,7 +53,8 @@ impl Commands {
         let history: Arc<dyn BuildHistory> = Arc::new(PgBuildHistory::new(pool.clone()));
         Self {
             projects: Executor::new(pool.clone(), ()),
-            builds: Executor::new(pool.clone(), history),
+            builds: Executor::new(pool.clone(), history.clone()),
+            history,
             subscribers: Executor::new(pool.clone(), ()),
             subscriptions: Executor::new(pool.clone(), ()),
             notifications: Executor::new(pool.clone(), ()),
@@ -198,40 +201,63 @@ impl Commands {
         Ok(!events.is_empty())
     }
 
-    /// Record one normalized build webhook on its `BuildRun`.
+    /// [`Commands::webhook_target`] for a build webhook, with its run read in the same statement for
+    /// [`Commands::record_build`] (see `webhook_target`'s docs). The outer error is the database's.
+    pub async fn build_webhook_target(
+        &self,
+        project_id: Uuid,
+        event: &BuildEvent,
+    ) -> Result<(Result<WebhookTarget, CommandError>, Option<PreparedRun>), CommandError> {
+        webhook_target::load_for_build(&self.pool, project_id, self.secret_overlap, event).await
+    }
+
+    /// Record one normalized build webhook on its `BuildRun`. `prepared`, when given, is the run as read with the
+    /// webhook's target: the first decision is made on it instead of reading the run again.
     pub async fn record_build(
         &self,
         event: BuildEvent,
         delivery_id: String,
         metadata: &Metadata,
+        prepared: Option<PreparedRun>,
     ) -> Result<RecordedBuild, CommandError> {
         // Checked before the run is decided, not only at the append: the run's fields are query parameters on
         // the way (its previous verdict), and Postgres refuses a NUL there as a database error.
-        let wrapped = serde_json::json!({ "webhook": &event });
-        if let Some(path) = crate::event_log::nul_in(&wrapped) {
+        if let Some(path) = crate::event_log::nul_in_webhook(&event) {
             return Err(crate::NulInText { path }.into());
         }
         let build_run_id = event.run.build_run_id();
+        let loaded = prepared
+            .filter(|p| p.build_run_id == build_run_id)
+            .map(|p| Loaded {
+                events: p.events,
+                services: p.previous.map(|(run, previous)| {
+                    Arc::new(AnsweredHistory {
+                        run,
+                        previous,
+                        rest: self.history.clone(),
+                    }) as Arc<dyn BuildHistory>
+                }),
+            });
         let command = BuildRunCommand::Record {
             event,
             delivery_id: delivery_id.clone(),
         };
-        let events = self
+        let decided = self
             .builds
-            .execute(&build_run_id, command, metadata)
+            .decide(&build_run_id, command, metadata, loaded)
             .await?;
-        // Only on the no-change path: tell a redelivery from a stale event for the delivery log.
-        let duplicate = events.is_empty()
-            && self
-                .builds
-                .load(&build_run_id)
-                .await?
-                .deliveries
-                .contains(&delivery_id);
-        Ok(RecordedBuild {
-            build_run_id,
-            events: events.iter().map(|e| e.payload.event_type()).collect(),
-            duplicate,
+        Ok(match decided {
+            Decided::Committed(events) => RecordedBuild {
+                build_run_id,
+                events: events.iter().map(|e| e.payload.event_type()).collect(),
+                duplicate: false,
+            },
+            // Nothing new: a redelivery (this delivery id was recorded) or a stale event.
+            Decided::Unchanged(run) => RecordedBuild {
+                build_run_id,
+                events: Vec::new(),
+                duplicate: run.deliveries.contains(&delivery_id),
+            },
         })
     }
 
