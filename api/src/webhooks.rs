@@ -94,7 +94,7 @@ fn query_token(query: Option<&str>) -> Option<String> {
             description = "Jenkins only: the webhook secret, when it cannot be sent as `X-Herald-Token`")),
     request_body(content = Object, content_type = "application/json",
         description = "The provider's webhook payload, as the provider sends it (read as raw bytes: the \
-                       signature is checked over them before the body is parsed). At most 5 MiB."),
+                       signature is checked over them, and nothing in the body is acted on before it passes). At most 5 MiB."),
     responses(
         (status = 202, body = WebhookAnswer,
             description = "recorded (or recognized as a duplicate, stale or ignored delivery)"),
