@@ -46,6 +46,8 @@ pub struct Config {
     pub kafka_topic: String,
     pub kafka_partitions: i32,
     pub kafka_group_prefix: String,
+    /// `fetch.wait.max.ms` of the consumers (see `workers::DEFAULT_FETCH_WAIT_MS`).
+    pub kafka_fetch_wait_ms: u32,
     pub telegram_api_url: String,
     /// Without a token, notifications are planned and queued, not sent.
     pub telegram_bot_token: Option<String>,
@@ -139,6 +141,7 @@ impl Default for Config {
             kafka_topic: "herald.events".into(),
             kafka_partitions: 6,
             kafka_group_prefix: "herald".into(),
+            kafka_fetch_wait_ms: workers::DEFAULT_FETCH_WAIT_MS,
             telegram_api_url: "https://api.telegram.org".into(),
             telegram_bot_token: None,
             telegram_bot_token_file: None,
@@ -425,6 +428,12 @@ impl Config {
                 self.kafka_partitions
             )));
         }
+        if !(1..=1000).contains(&self.kafka_fetch_wait_ms) {
+            return Err(invalid(format!(
+                "HERALD_KAFKA_FETCH_WAIT_MS must be between 1 and 1000 (got {})",
+                self.kafka_fetch_wait_ms
+            )));
+        }
         let mut max_attempts = std::collections::HashMap::new();
         for (kind, attempts) in [
             (ChannelKind::Telegram, self.delivery_max_attempts_telegram),
@@ -525,6 +534,7 @@ impl Config {
                     topic: self.kafka_topic.clone(),
                     partitions: self.kafka_partitions,
                     group_prefix: self.kafka_group_prefix.clone(),
+                    fetch_wait_ms: self.kafka_fetch_wait_ms,
                 }),
             telegram: self
                 .telegram_bot_token
@@ -695,6 +705,7 @@ mod tests {
     #[test]
     fn each_bad_setting_is_named() {
         assert!(message(load("kafka_partitions = 0")).contains("HERALD_KAFKA_PARTITIONS"));
+        assert!(message(load("kafka_fetch_wait_ms = 0")).contains("HERALD_KAFKA_FETCH_WAIT_MS"));
         assert!(message(load("public_url = \"herald.example\"")).contains("HERALD_PUBLIC_URL"));
         assert!(message(load("rate_limit_burst = 0")).contains("HERALD_RATE_LIMIT"));
         assert!(message(load("jwt_secret = \"short\"")).contains("at least 32 bytes"));

@@ -171,6 +171,9 @@ enum BenchScenario {
         /// Kafka brokers (default: `kafka_brokers` from the configuration); without any, the in-process bus only.
         #[arg(long)]
         brokers: Option<String>,
+        /// The Kafka consumers' `fetch.wait.max.ms` (default: `kafka_fetch_wait_ms` from the configuration).
+        #[arg(long)]
+        fetch_wait_ms: Option<u32>,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -530,6 +533,7 @@ async fn run(cli: Cli, settings: herald::Settings) -> anyhow::Result<()> {
                 BenchScenario::E2e {
                     step_seconds,
                     brokers,
+                    fetch_wait_ms,
                     json,
                 } => {
                     use herald::ops::bench_pipeline::{self as pipeline, Bus};
@@ -541,11 +545,15 @@ async fn run(cli: Cli, settings: herald::Settings) -> anyhow::Result<()> {
                         ),
                     }
                     buses.push(Bus::InProcess);
-                    let result = pipeline::end_to_end(
+                    let fetch_wait_ms = fetch_wait_ms
+                        .or_else(|| settings.kafka.as_ref().map(|k| k.fetch_wait_ms))
+                        .unwrap_or(workers::DEFAULT_FETCH_WAIT_MS);
+                    let result = pipeline::end_to_end_with(
                         &settings.database_url,
                         &buses,
                         (10.0, 12_800.0),
                         Duration::from_secs(step_seconds.max(1)),
+                        fetch_wait_ms,
                     )
                     .await?;
                     pipeline::print_end_to_end(&result);

@@ -59,6 +59,7 @@ impl Bus {
             topic: unique.clone(),
             partitions: 3,
             group_prefix: unique,
+            fetch_wait_ms: workers::DEFAULT_FETCH_WAIT_MS,
         })
     }
 }
@@ -153,6 +154,30 @@ fn failed_run(fixture: &Value, run: u64) -> Vec<u8> {
     serde_json::to_vec(&payload).unwrap_or_default()
 }
 
+/// Until nothing waits anywhere in the pipeline (the outbox, the delivery queue, every read model), or
+/// `timeout`.
+async fn wait_until_drained(pool: &sqlx::PgPool, timeout: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        match projections::status::database_status(pool).await {
+            Ok(s)
+                if s.outbox_depth == 0
+                    && s.delivery_queue_depth == 0
+                    && s.projections.iter().all(|p| p.aggregates_behind == 0) =>
+            {
+                eprintln!(
+                    "  (the pipeline drained {:.1} s after the last message)",
+                    start.elapsed().as_secs_f64()
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("  (could not read the pipeline's status: {e})"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// `rates`: the first rate offered and the highest (the rate doubles in between while every message arrives).
 pub async fn end_to_end(
     database_url: &str,
@@ -160,12 +185,30 @@ pub async fn end_to_end(
     rates: (f64, f64),
     step: Duration,
 ) -> anyhow::Result<EndToEndBench> {
+    end_to_end_with(
+        database_url,
+        buses,
+        rates,
+        step,
+        workers::DEFAULT_FETCH_WAIT_MS,
+    )
+    .await
+}
+
+/// [`end_to_end`] with the Kafka consumers' `fetch.wait.max.ms` (`HERALD_KAFKA_FETCH_WAIT_MS`).
+pub async fn end_to_end_with(
+    database_url: &str,
+    buses: &[Bus],
+    rates: (f64, f64),
+    step: Duration,
+    fetch_wait_ms: u32,
+) -> anyhow::Result<EndToEndBench> {
     let mut runs = Vec::new();
     for bus in buses {
         let run = super::bench::in_scratch_database(
             database_url,
             &format!("herald_bench_e2e_{}", bus.name().replace('-', "_")),
-            async |options| end_to_end_on(options, bus, rates, step).await,
+            async |options| end_to_end_on(options, bus, rates, step, fetch_wait_ms).await,
         )
         .await?;
         runs.push(run);
@@ -181,6 +224,7 @@ async fn end_to_end_on(
     bus: &Bus,
     rates: (f64, f64),
     step: Duration,
+    fetch_wait_ms: u32,
 ) -> anyhow::Result<EndToEnd> {
     // Telegram's per-chat pacing is a deliberate wait, not the pipeline's cost: off on both sides here (the
     // delivery scenario keeps it on).
@@ -192,7 +236,10 @@ async fn end_to_end_on(
         .await?,
     );
     let mut settings = super::bench::unlimited_settings(&options)?;
-    settings.kafka = bus.config("e2e");
+    settings.kafka = bus.config("e2e").map(|kafka| KafkaConfig {
+        fetch_wait_ms,
+        ..kafka
+    });
     settings.telegram = Some(telegram(&fake));
     settings.delivery.telegram_limits.per_chat_per_sec = 0;
     settings.delivery.telegram_limits.overall_per_sec = 0;
@@ -250,10 +297,12 @@ async fn end_to_end_on(
 
     eprintln!("e2e through the {} bus: webhook → sendMessage", bus.name());
     let mut steps = Vec::new();
-    // A step that overloaded it leaves a backlog; a step timed on top of it would time the drain.
+    // A step that overloaded it leaves a backlog; a step timed on top of it would time the drain. Not only
+    // the messages: the read models catch up on the same two cores for a long while after the last message.
     let quiet = async || {
         fake.wait_until_quiet(Duration::from_secs(2), Duration::from_secs(300))
             .await;
+        wait_until_drained(&pool, Duration::from_secs(300)).await;
     };
     let max = find_max(
         "e2e",

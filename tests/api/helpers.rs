@@ -542,6 +542,7 @@ pub fn settings_for(database: &str, bus: Bus, telegram: &FakeTelegram) -> Settin
             topic: format!("herald-test-{unique}"),
             partitions: 3,
             group_prefix: format!("herald-test-{unique}"),
+            fetch_wait_ms: workers::DEFAULT_FETCH_WAIT_MS,
         }),
         telegram: Some(TelegramConfig {
             api_url: telegram.url.clone(),

@@ -33,7 +33,18 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Consumer groups are `{group_prefix}-{role}`.
     pub group_prefix: String,
+    /// The longest a consumer's fetch may wait for data at the broker (`fetch.wait.max.ms`); see
+    /// [`DEFAULT_FETCH_WAIT_MS`].
+    pub fetch_wait_ms: u32,
 }
+
+/// librdkafka waits up to 500 ms for a fetch to fill by default; a notifier wants each event at once (a failed
+/// build crosses the stream twice: verdict to planner, notification to delivery). Kafka answers a waiting fetch as
+/// soon as data arrives, so this bounds only how often an idle consumer asks. Some brokers hold every fetch for
+/// the whole wait, data or not (tansu 0.6.0: `tansu-storage`'s fetch service sleeps out the remaining wait after
+/// it has read), and there each hop costs up to twice this: lower it there for latency, at the price of that
+/// many more fetches a second from every idle consumer.
+pub const DEFAULT_FETCH_WAIT_MS: u32 = 10;
 
 impl KafkaConfig {
     /// Where dead letters are published, for whoever wants to react to them (an alerting pipeline, a ticket).
@@ -220,9 +231,7 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            // librdkafka waits up to 500 ms for a fetch to fill by default; a notifier wants each event at once
-            // (a failed build crosses the stream twice: verdict to planner, notification to delivery).
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", config.fetch_wait_ms.to_string())
             .create()?;
         consumer.subscribe(&[&config.topic])?;
         Ok(Self { consumer })

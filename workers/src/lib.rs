@@ -27,7 +27,7 @@ pub use consumer::{run_consumer, EventHandler, HandlerError, ProjectionHandler, 
 pub use delivery::{
     DeliveryEnqueuer, DeliveryOutcome, DeliverySettings, DeliveryWorker, Providers,
 };
-pub use kafka::{KafkaConfig, KafkaConsumer, KafkaPublisher};
+pub use kafka::{KafkaConfig, KafkaConsumer, KafkaPublisher, DEFAULT_FETCH_WAIT_MS};
 pub use planner::Planner;
 pub use relay::{PublishError, Publisher, Relay};
 pub use telegram::{TelegramClient, TelegramConfig};
