@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use domain::{BuildHistory, Outcome, PreviousRun, RunInfo};
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgPool, Postgres};
 
 /// The previous verdict of a run, with the run's project, provider, repository, workflow, branch, run id and
 /// attempt as `$1` to `$7`. A macro, so that the webhook's combined read (`webhook_target`) can `concat!` the
@@ -38,20 +40,28 @@ impl BuildHistory for PgBuildHistory {
     /// The branch is matched through the key of the `build_verdicts_previous` index (migration 0016), so this is
     /// one index probe whatever the length of the history.
     async fn previous_run(&self, run: &RunInfo) -> Result<Option<PreviousRun>, String> {
-        let row: Option<(String, String, i32)> = sqlx::query_as(previous_verdict_sql!())
-            .bind(run.project_id)
-            .bind(&run.provider)
-            .bind(&run.repository)
-            .bind(&run.workflow)
-            .bind(&run.branch)
-            .bind(run.run_id)
-            .bind(run.attempt)
+        let query = sqlx::query_as(previous_verdict_sql!()).bind(run.project_id);
+        let row: Option<(String, String, i32)> = bind_run_key(query, run)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| e.to_string())?;
         row.map(|(build_run_id, outcome, streak)| previous(build_run_id, &outcome, streak))
             .transpose()
     }
+}
+
+/// `$2` to `$7` of [`previous_verdict_sql`]: the run's provider, repository, workflow, branch, run id and attempt.
+pub(crate) fn bind_run_key<'q, O>(
+    query: QueryAs<'q, Postgres, O, PgArguments>,
+    run: &'q RunInfo,
+) -> QueryAs<'q, Postgres, O, PgArguments> {
+    query
+        .bind(&run.provider)
+        .bind(&run.repository)
+        .bind(&run.workflow)
+        .bind(&run.branch)
+        .bind(run.run_id)
+        .bind(run.attempt)
 }
 
 /// A `build_verdicts` row as the aggregate takes it.

@@ -145,14 +145,7 @@ pub(crate) async fn load_for_build(
         Json<Vec<SecretRow>>,
         Json<Vec<RunRow>>,
         Option<Json<VerdictRow>>,
-    ) = sqlx::query_as(BUILD_LOOKUP)
-        .bind(project_id)
-        .bind(&run.provider)
-        .bind(&run.repository)
-        .bind(&run.workflow)
-        .bind(&run.branch)
-        .bind(run.run_id)
-        .bind(run.attempt)
+    ) = crate::history::bind_run_key(sqlx::query_as(BUILD_LOOKUP).bind(project_id), run)
         .bind(Project::TYPE)
         .bind(project_id.to_string())
         .bind(overlap.as_secs_f64())
