@@ -145,6 +145,9 @@ pub(crate) async fn open_loop(
 /// bisect twice between the last rate it sustained and the first it did not, so the maximum is known to within
 /// an eighth of itself rather than a factor of two; returns every step and the highest rate sustained.
 ///
+/// When the first rate is not sustained, the search halves it (up to three times) until one is, then bisects as
+/// above: a short step on a busy machine can miss by one stall, and "nothing sustained" would be wrong.
+///
 /// A step it did not sustain leaves a backlog behind; `settle` waits it out before each bisection step, which
 /// would otherwise time the drain.
 pub(crate) async fn find_max(
@@ -180,10 +183,26 @@ pub(crate) async fn find_max(
         }
         rate *= 2.0;
     };
+    let mut above = failed;
+    // The first rate was not sustained (a slow machine, or one stall in a short step on a busy one): look below
+    // it, halving, rather than report nothing.
+    for _ in 0..3 {
+        if best > 0.0 {
+            break;
+        }
+        settle().await;
+        let lower = (above / 2.0).round().max(1.0);
+        if try_rate(lower, steps).await {
+            best = lower;
+        } else if lower <= 1.0 {
+            return 0.0;
+        } else {
+            above = lower;
+        }
+    }
     if best == 0.0 {
         return best;
     }
-    let mut above = failed;
     for _ in 0..2 {
         settle().await;
         let middle = ((best + above) / 2.0).round();
@@ -406,4 +425,38 @@ pub fn print(bench: &IngestBench) {
         bench.all_in_one_max_per_second,
         bench.all_in_one_ratio_to_baseline
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[tokio::test]
+    async fn a_first_step_that_fails_is_searched_below_instead_of_reported_as_nothing() {
+        // Every request of the first step fails (a stall); everything after it succeeds.
+        let sent = Arc::new(AtomicU64::new(0));
+        let send: Send = {
+            let sent = sent.clone();
+            Arc::new(move |_| {
+                let n = sent.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move { n >= 10 })
+            })
+        };
+        let mut steps = Vec::new();
+        let step = Duration::from_millis(200);
+        let max = find_max("test", send, (50.0, 50.0), step, 4, &mut steps, async || {}).await;
+        let offered: Vec<f64> = steps.iter().map(|s| s.offered_per_second).collect();
+        // 50/s failed, 25/s held, and the bisection between them found 38/s and 44/s held too.
+        assert_eq!(offered, [50.0, 25.0, 38.0, 44.0], "{steps:?}");
+        assert_eq!(max, 44.0);
+
+        // Nothing ever succeeds: three halvings, then nothing.
+        let never: Send = Arc::new(|_| Box::pin(async { false }));
+        let mut steps = Vec::new();
+        let max = find_max("test", never, (8.0, 8.0), step, 4, &mut steps, async || {}).await;
+        let offered: Vec<f64> = steps.iter().map(|s| s.offered_per_second).collect();
+        assert_eq!(offered, [8.0, 4.0, 2.0, 1.0]);
+        assert_eq!(max, 0.0);
+    }
 }
