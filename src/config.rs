@@ -123,6 +123,8 @@ pub struct Config {
     pub read_cache_ttl_secs: u64,
     /// How long a dashboard login lasts, in hours.
     pub session_ttl_hours: u64,
+    /// How long the live feed keeps a change for clients that resume, in hours.
+    pub live_feed_retention_hours: u64,
     /// Serve the dashboard from this directory instead of the copy built into the binary (front-end work).
     pub ui_dir: Option<PathBuf>,
 }
@@ -190,6 +192,7 @@ impl Default for Config {
             stream_heartbeat_secs: 15,
             read_cache_ttl_secs: 10,
             session_ttl_hours: 12,
+            live_feed_retention_hours: 24,
             ui_dir: None,
         }
     }
@@ -509,6 +512,12 @@ impl Config {
                 "HERALD_SESSION_TTL_HOURS must be between 1 and 2160 (90 days)",
             ));
         }
+        if !(1..=24 * 365).contains(&self.live_feed_retention_hours) {
+            return Err(invalid(format!(
+                "HERALD_LIVE_FEED_RETENTION_HOURS must be between 1 and 8760 (a year) (got {})",
+                self.live_feed_retention_hours
+            )));
+        }
         if let Some(dir) = &self.ui_dir {
             if !dir.join("index.html").is_file() {
                 return Err(invalid(format!(
@@ -566,6 +575,7 @@ impl Config {
             backups,
             jwt: self.jwt_keys()?,
             webhook_secret_overlap: Duration::from_secs(self.webhook_secret_overlap_secs),
+            live_feed_retention: Duration::from_secs(self.live_feed_retention_hours * 3600),
             limits,
             http: HttpSettings {
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
@@ -706,6 +716,10 @@ mod tests {
     fn each_bad_setting_is_named() {
         assert!(message(load("kafka_partitions = 0")).contains("HERALD_KAFKA_PARTITIONS"));
         assert!(message(load("kafka_fetch_wait_ms = 0")).contains("HERALD_KAFKA_FETCH_WAIT_MS"));
+        assert!(message(load("live_feed_retention_hours = 0"))
+            .contains("HERALD_LIVE_FEED_RETENTION_HOURS"));
+        assert!(message(load("live_feed_retention_hours = 9000"))
+            .contains("HERALD_LIVE_FEED_RETENTION_HOURS"));
         assert!(message(load("public_url = \"herald.example\"")).contains("HERALD_PUBLIC_URL"));
         assert!(message(load("rate_limit_burst = 0")).contains("HERALD_RATE_LIMIT"));
         assert!(message(load("jwt_secret = \"short\"")).contains("at least 32 bytes"));

@@ -44,6 +44,8 @@ pub struct Settings {
     pub jwt: api::auth::jwt::JwtKeys,
     /// How long a rotated-out webhook secret keeps working.
     pub webhook_secret_overlap: Duration,
+    /// How long the live feed keeps a change (`projections::live_feed`).
+    pub live_feed_retention: Duration,
     pub limits: api::limits::LimitSettings,
     pub http: api::HttpSettings,
     /// How the bot gets updates (with a Telegram token); `None`: no bot.
@@ -57,6 +59,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Settle what is one value for the whole process: the live feed's window, which every projector, rebuild
+    /// and pruner of the process uses.
+    pub fn apply_process_wide(&self) {
+        projections::live_feed::set_retention(
+            chrono::Duration::from_std(self.live_feed_retention)
+                .unwrap_or(projections::live_feed::DEFAULT_RETENTION),
+        );
+    }
+
     /// The channels this Herald can deliver to: Telegram always (without a token its notifications wait in the
     /// dead-letter queue for one), the others when their provider is configured.
     pub fn channels(&self) -> std::collections::BTreeSet<domain::ChannelKind> {
@@ -86,6 +97,9 @@ impl Settings {
             pool: PoolSettings::default(),
             jwt: api::auth::jwt::JwtKeys::disabled(),
             webhook_secret_overlap: commands::DEFAULT_SECRET_OVERLAP,
+            live_feed_retention: projections::live_feed::DEFAULT_RETENTION
+                .to_std()
+                .unwrap_or(Duration::from_secs(24 * 3600)),
             limits: api::limits::LimitSettings::default(),
             http: api::HttpSettings::default(),
             bot: None,
@@ -189,6 +203,29 @@ async fn ensure_topic_patiently(kafka: &KafkaConfig) -> anyhow::Result<()> {
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How often the projections worker prunes the live feed to its window.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Keep the live feed to its window (`projections::live_feed::prune`), once at start and then every
+/// [`PRUNE_EVERY`]. Several projections workers may prune at once: each deletes what is expired, and what one
+/// deleted the other finds gone.
+async fn prune_live_feed(pool: PgPool, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match projections::live_feed::prune(&pool, chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "live feed pruned to its window"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning the live feed failed; trying again later")
+            }
         }
     }
 }
@@ -323,6 +360,7 @@ fn check_pool_for_delivery(
 
 /// Migrate, then start `roles` in this process.
 pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Running> {
+    settings.apply_process_wide();
     if roles.contains(&Role::Delivery) {
         check_pool_for_delivery(settings.pool.max_connections, &settings.delivery)?;
     }
@@ -366,6 +404,10 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         handlers.push(Arc::new(ProjectionHandler(projections::Projector::all(
             pool.clone(),
         ))));
+        tasks.push((
+            "live feed pruning",
+            tokio::spawn(prune_live_feed(pool.clone(), shutdown.clone())),
+        ));
     }
     if roles.contains(&Role::Planner) {
         handlers.push(Arc::new(Planner::new(

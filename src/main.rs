@@ -734,6 +734,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    settings.apply_process_wide();
     if let Command::Config {
         action: ConfigAction::Check,
     } = &cli.command

@@ -5,6 +5,10 @@
 //!   reconnects with `Last-Event-ID: N` (SSE does so by itself) or `?last_event_id=N` gets every change after N
 //!   and nothing before; the feed is numbered in commit order (see `projections::live_feed`), so nothing can
 //!   appear behind a number already sent. Without an id, a client starts at the newest change.
+//! - **Resume from before the feed's window.** The feed keeps a window (a day by default). A client whose id
+//!   is older than the oldest change kept first gets one `reset` message, whose id is just before that change:
+//!   what it shows may be stale, so it should reload, and it then gets everything kept. Reconnecting after the
+//!   `reset` resumes from there and is not told again.
 //! - **Back-pressure.** A stream reads the next page from the feed only when the client has taken the last:
 //!   the SSE body is pulled by the connection as it drains, the WebSocket awaits each send. A slow client falls
 //!   behind in the feed, which is in Postgres; nothing queues up in Herald's memory. A WebSocket client that
@@ -73,26 +77,46 @@ impl StreamParams {
             .collect()
     }
 
-    /// Where to start: after the id the client last saw, or at the head of the feed.
-    async fn start(&self, headers: &HeaderMap, pool: &PgPool) -> Result<i64, ApiError> {
+    /// Where to start: after the id the client last saw, or at the head of the feed; and the oldest change
+    /// kept, when changes after the client's id were pruned.
+    async fn start(
+        &self,
+        headers: &HeaderMap,
+        pool: &PgPool,
+    ) -> Result<(i64, Option<i64>), ApiError> {
         let given = headers
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .or_else(|| self.last_event_id.clone());
-        match given {
-            Some(raw) => raw
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| {
-                    ApiError::Invalid(format!("last event id {raw:?} is not a feed number"))
-                }),
-            None => live_feed::head(pool)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string())),
-        }
+        let internal = |e: sqlx::Error| ApiError::Internal(e.to_string());
+        let Some(raw) = given else {
+            return Ok((live_feed::head(pool).await.map_err(internal)?, None));
+        };
+        let after = raw
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ApiError::Invalid(format!("last event id {raw:?} is not a feed number"))
+            })?;
+        let oldest = live_feed::oldest(pool).await.map_err(internal)?;
+        Ok((after, oldest.filter(|oldest| after + 1 < *oldest)))
+    }
+}
+
+/// The message telling a client that changes after its id are no longer kept. Its id is the one before the
+/// oldest change kept, so a client that reconnects after it resumes there.
+fn reset_entry(oldest: i64) -> FeedEntry {
+    FeedEntry {
+        feed_seq: oldest - 1,
+        project_id: Uuid::nil(),
+        kind: "reset".into(),
+        payload: serde_json::json!({
+            "oldest": oldest,
+            "reason": "changes after the last event id are no longer kept; reload the state shown",
+        }),
     }
 }
 
@@ -101,6 +125,8 @@ struct Cursor {
     pool: PgPool,
     projects: Vec<Uuid>,
     after: i64,
+    /// A `reset` still to send first: the oldest change kept.
+    reset: Option<i64>,
     changes: watch::Receiver<u64>,
     shutdown: tokio_util::sync::CancellationToken,
 }
@@ -108,6 +134,10 @@ struct Cursor {
 impl Cursor {
     /// The next entries, waiting until there are some; `None` once the process shuts down.
     async fn next_page(&mut self) -> Option<Vec<FeedEntry>> {
+        if let Some(oldest) = self.reset.take() {
+            self.after = oldest - 1;
+            return Some(vec![reset_entry(oldest)]);
+        }
         loop {
             if self.shutdown.is_cancelled() {
                 return None;
@@ -145,7 +175,8 @@ fn sse_event(entry: &FeedEntry) -> Event {
     params(StreamParams),
     responses(
         (status = 200, description = "Server-Sent Events: one `build` event per change of a build, with the \
-            feed number as its id; heartbeats as comments", content_type = "text/event-stream"),
+            feed number as its id; heartbeats as comments. A client resuming from before the oldest change kept \
+            first gets one `reset` event (reload what you show)", content_type = "text/event-stream"),
         (status = 422, description = "invalid project id or last event id")))]
 async fn sse(
     State(state): State<AppState>,
@@ -175,12 +206,13 @@ async fn open(
     let projects = params.projects()?;
     // Subscribe before reading the start, so a change committed in between still wakes the stream.
     let changes = state.read_cache.feed_changes(&state.pool);
-    let after = params.start(headers, &state.pool).await?;
+    let (after, reset) = params.start(headers, &state.pool).await?;
     metrics::counter!("herald_live_streams_opened_total").increment(1);
     Ok(Cursor {
         pool: state.pool.clone(),
         projects,
         after,
+        reset,
         changes,
         shutdown: state.shutdown.clone(),
     })
@@ -192,7 +224,8 @@ async fn open(
     params(StreamParams),
     responses(
         (status = 101, description = "WebSocket: one text message per change, \
-            `{\"id\": N, \"event\": \"build\", \"data\": {...}}`; pings as heartbeats"),
+            `{\"id\": N, \"event\": \"build\", \"data\": {...}}`; pings as heartbeats; `\"event\": \"reset\"` first \
+            when resuming from before the oldest change kept"),
         (status = 422, description = "invalid project id or last event id")))]
 async fn websocket(
     State(state): State<AppState>,

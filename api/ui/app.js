@@ -51,6 +51,8 @@ function openStream() {
   stream = new EventSource('/api/v1/stream');
   stream.addEventListener('open', () => setLive('live'));
   stream.addEventListener('build', () => scheduleRefresh());
+  // Resumed from before the feed's window: what is shown may have missed changes.
+  stream.addEventListener('reset', () => scheduleRefresh());
   stream.addEventListener('error', () => {
     setLive('reconnecting');
     // A refused stream (the session ended) is closed for good by the browser: try again in a while.

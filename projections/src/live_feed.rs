@@ -5,15 +5,52 @@
 //! transaction can draw 5, another draw 6 and commit first). So the number is `max + 1` taken under a
 //! transaction-scoped advisory lock: the next writer cannot read `max` until the previous one has committed.
 //! The lock serialises only writers of this table, each one short insert.
+//!
+//! **Retention.** The feed serves clients catching up after a reconnect, which need the recent past only, so it
+//! keeps a window ([`retention`], `HERALD_LIVE_FEED_RETENTION_HOURS`, a day by default): [`prune`] deletes
+//! older rows, and an event recorded before the window makes no row when it is applied, which is what lets a
+//! rebuild of a long log skip almost all of this read model (a million-event rebuild wrote a million feed rows,
+//! most of its writes: docs/benchmarks.md). Numbers stay what they would have been without the window: an
+//! expired change still takes its number, and the newest row of a batch is always written (and never pruned),
+//! so `max + 1` keeps counting across what was skipped. A rebuilt feed therefore numbers its rows as the live
+//! one did, and a client holding a number keeps its place across a rebuild. Numbers can have gaps (an expired
+//! change, or a change applied again after a crash); clients only ever ask for what comes after a number.
+//! A client resuming from before the window is told so (`api::live`).
+
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use domain::{BuildRunEvent, StoredEvent};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use crate::{decode, Projection, ProjectionError};
 
 /// The advisory lock key numbering feed rows (an arbitrary constant of Herald's).
 const FEED_LOCK: i64 = 0x4845_5241_4c44_4645; // "HERALDFE"
+
+/// How long the feed keeps a change, unless configured: a day.
+pub const DEFAULT_RETENTION: chrono::Duration = chrono::Duration::hours(24);
+
+/// The window in seconds. One number for the whole process, set once at start-up from the configuration
+/// ([`set_retention`]): every projector, rebuild and pruner of a process uses the same window, and threading
+/// one number through each of their constructors would change every caller for nothing they choose.
+static RETENTION_SECS: AtomicI64 = AtomicI64::new(DEFAULT_RETENTION.num_seconds());
+
+/// Set the feed's window for this process.
+pub fn set_retention(window: chrono::Duration) {
+    RETENTION_SECS.store(window.num_seconds().max(1), Ordering::Relaxed);
+}
+
+/// The feed's window.
+pub fn retention() -> chrono::Duration {
+    chrono::Duration::seconds(RETENTION_SECS.load(Ordering::Relaxed))
+}
+
+/// Changes recorded before this make no row and are pruned.
+fn cutoff(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - retention()
+}
 
 pub struct LiveFeedProjection;
 
@@ -33,10 +70,7 @@ impl Projection for LiveFeedProjection {
         tx: &mut PgConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let mut rows = FeedRows::default();
-        for event in events {
-            rows.push(event, &decode(event)?);
-        }
+        let rows = FeedRows::of(events, cutoff(Utc::now()))?;
         if rows.global_seq.is_empty() {
             return Ok(());
         }
@@ -44,14 +78,14 @@ impl Projection for LiveFeedProjection {
             .bind(FEED_LOCK)
             .execute(&mut *tx)
             .await?;
-        // A row already there (the same event applied under an older checkpoint) keeps its number, and the
-        // new rows are numbered without a gap.
+        // A row already there (the same event applied under an older checkpoint) keeps its number; a new row
+        // takes the number its place among the batch's changes gives it, expired ones counted.
         sqlx::query(
             "INSERT INTO live_feed (feed_seq, global_seq, project_id, build_run_id, kind, payload, recorded_at)
-             SELECT (SELECT COALESCE(max(feed_seq), 0) FROM live_feed) + row_number() OVER (ORDER BY x.n),
+             SELECT (SELECT COALESCE(max(feed_seq), 0) FROM live_feed) + x.place,
                     x.g, x.p, x.b, x.k, x.payload, x.r
-               FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
-                    WITH ORDINALITY AS x(g, p, b, k, payload, r, n)
+               FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[],
+                           $7::bigint[]) AS x(g, p, b, k, payload, r, place)
               WHERE NOT EXISTS (SELECT 1 FROM live_feed f WHERE f.global_seq = x.g)
              ON CONFLICT (global_seq) DO NOTHING",
         )
@@ -61,6 +95,7 @@ impl Projection for LiveFeedProjection {
         .bind(&rows.kind)
         .bind(&rows.payload)
         .bind(&rows.recorded_at)
+        .bind(&rows.place)
         .execute(&mut *tx)
         .await?;
         let projects: std::collections::BTreeSet<uuid::Uuid> =
@@ -68,6 +103,15 @@ impl Projection for LiveFeedProjection {
         crate::changes::notify_projects(tx, "live_feed", projects).await?;
         Ok(())
     }
+}
+
+/// Whether an event changes a run's state (and so makes a feed row), told from its type without decoding it:
+/// job changes make none (they carry no run, and the run's own events say what a dashboard shows).
+fn is_change(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "BuildQueued" | "BuildStarted" | "BuildSucceeded" | "BuildFailed" | "BuildCancelled"
+    )
 }
 
 /// A batch's feed rows, column by column as the insert binds them.
@@ -78,13 +122,31 @@ struct FeedRows<'a> {
     build_run_id: Vec<&'a str>,
     kind: Vec<&'static str>,
     payload: Vec<serde_json::Value>,
-    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+    recorded_at: Vec<DateTime<Utc>>,
+    /// Each row's place among the batch's changes, from 1: what it adds to the feed's number.
+    place: Vec<i64>,
 }
 
 impl<'a> FeedRows<'a> {
-    /// The row a change of the run's state makes; job changes make none (they carry no run, and the run's own
-    /// events say what a dashboard shows).
-    fn push(&mut self, event: &'a StoredEvent, build: &BuildRunEvent) {
+    /// The rows of a batch's changes recorded at or after `cutoff`, and of its last change whatever its age
+    /// (it carries the count of the expired ones before it into the feed's numbering).
+    fn of(events: &[&'a StoredEvent], cutoff: DateTime<Utc>) -> Result<Self, ProjectionError> {
+        let changes: Vec<&StoredEvent> = events
+            .iter()
+            .copied()
+            .filter(|e| is_change(&e.event_type))
+            .collect();
+        let mut rows = Self::default();
+        for (index, event) in changes.iter().enumerate() {
+            if event.recorded_at < cutoff && index + 1 < changes.len() {
+                continue;
+            }
+            rows.push(event, &decode(event)?, index as i64 + 1);
+        }
+        Ok(rows)
+    }
+
+    fn push(&mut self, event: &'a StoredEvent, build: &BuildRunEvent, place: i64) {
         let (run, kind, status) = match build {
             BuildRunEvent::BuildQueued { run, .. } => (run, "build", "queued"),
             BuildRunEvent::BuildStarted { run, .. } => (run, "build", "started"),
@@ -117,6 +179,7 @@ impl<'a> FeedRows<'a> {
         self.build_run_id.push(&event.aggregate_id);
         self.kind.push(kind);
         self.recorded_at.push(event.recorded_at);
+        self.place.push(place);
     }
 }
 
@@ -153,4 +216,140 @@ pub async fn head(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COALESCE(max(feed_seq), 0) FROM live_feed")
         .fetch_one(pool)
         .await
+}
+
+/// The oldest entry's number, `None` for an empty feed: a client resuming from before it missed pruned changes.
+pub async fn oldest(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(feed_seq) FROM live_feed")
+        .fetch_one(pool)
+        .await
+}
+
+/// Rows [`prune`] deletes per statement, so that no statement holds many row locks for long.
+const PRUNE_CHUNK: i64 = 5_000;
+
+/// Delete the rows recorded before the window as of `now`, oldest first, a chunk per statement, and return how
+/// many went. The newest row stays whatever its age: the next number is counted from it.
+///
+/// Rows are numbered in commit order, so their times rise with their numbers (up to the spread of concurrent
+/// commits): pruning walks from the front of the primary key and stops at the first chunk that holds a row
+/// still inside the window, instead of scanning the table for old rows (which would need an index on the time
+/// that every insert would pay for). A row that committed out of step goes in a later pass.
+pub async fn prune(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let cutoff = cutoff(now);
+    let mut pruned = 0;
+    loop {
+        let (front, deleted): (i64, i64) = sqlx::query_as(
+            "WITH front AS (SELECT feed_seq, recorded_at FROM live_feed ORDER BY feed_seq LIMIT $2),
+                  gone AS (DELETE FROM live_feed
+                            WHERE feed_seq IN (SELECT feed_seq FROM front WHERE recorded_at < $1)
+                              AND feed_seq < (SELECT max(feed_seq) FROM live_feed)
+                           RETURNING 1)
+             SELECT (SELECT count(*) FROM front), (SELECT count(*) FROM gone)",
+        )
+        .bind(cutoff)
+        .bind(PRUNE_CHUNK)
+        .fetch_one(pool)
+        .await?;
+        pruned += deleted as u64;
+        if front < PRUNE_CHUNK || deleted < front {
+            return Ok(pruned);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{BuildRunEvent, RunInfo};
+
+    fn run() -> RunInfo {
+        RunInfo {
+            project_id: uuid::Uuid::from_u128(7),
+            provider: "github".into(),
+            repository: "acme/app".into(),
+            workflow: "ci".into(),
+            branch: Some("main".into()),
+            tag: None,
+            pull_request: None,
+            run_id: 1,
+            run_key: None,
+            run_number: Some(1),
+            attempt: 1,
+            commit_sha: None,
+            commit_message: None,
+            author: None,
+            url: None,
+        }
+    }
+
+    fn stored(
+        global_seq: i64,
+        event_type: &str,
+        payload: serde_json::Value,
+        recorded_at: DateTime<Utc>,
+    ) -> StoredEvent {
+        StoredEvent {
+            global_seq,
+            aggregate_type: "BuildRun".into(),
+            aggregate_id: "run".into(),
+            sequence: global_seq,
+            event_type: event_type.into(),
+            event_version: domain::upcast::current_version(event_type).into(),
+            payload,
+            metadata: serde_json::Value::Null,
+            recorded_at,
+        }
+    }
+
+    #[test]
+    fn expired_changes_keep_their_places_and_only_the_last_of_them_is_written() {
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(3);
+        let queued = |seq, at| {
+            let event = BuildRunEvent::BuildQueued {
+                delivery_id: "d".into(),
+                run: run(),
+                queued_at: at,
+            };
+            stored(seq, "BuildQueued", serde_json::to_value(event).unwrap(), at)
+        };
+        let events = [
+            queued(1, old),
+            // A job's change: no row, no place (and never decoded).
+            stored(2, "JobStarted", serde_json::Value::Null, old),
+            queued(3, old),
+            queued(4, now),
+            queued(5, old),
+        ];
+        let refs: Vec<&StoredEvent> = events.iter().collect();
+        let rows = FeedRows::of(&refs, cutoff(now)).unwrap();
+        // The job change makes no row and takes no place; 1 and 3 are expired and written by no one; 4 is in
+        // the window; 5 is expired but last, so the feed's count reaches four.
+        assert_eq!(rows.global_seq, [4, 5]);
+        assert_eq!(rows.place, [3, 4]);
+
+        let fresh: Vec<&StoredEvent> = events[..4].iter().collect();
+        assert_eq!(FeedRows::of(&fresh, cutoff(now)).unwrap().place, [3]);
+        assert!(FeedRows::of(&[&events[1]], cutoff(now))
+            .unwrap()
+            .place
+            .is_empty());
+    }
+
+    #[test]
+    fn a_change_is_told_from_its_type_as_the_decoded_event_would_tell_it() {
+        for (event_type, change) in [
+            ("BuildQueued", true),
+            ("BuildStarted", true),
+            ("BuildSucceeded", true),
+            ("BuildFailed", true),
+            ("BuildCancelled", true),
+            ("JobQueued", false),
+            ("JobStarted", false),
+            ("JobFinished", false),
+        ] {
+            assert_eq!(is_change(event_type), change, "{event_type}");
+        }
+    }
 }

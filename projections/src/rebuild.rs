@@ -353,6 +353,11 @@ async fn run_locked(
             return Err(RebuildError::Interrupted(this_call));
         }
     }
+    if tables.contains(&"live_feed") {
+        // Each batch wrote its last change whatever its age (it carries the feed's count); what is outside the
+        // window goes now, so the swapped-in feed holds what the live one holds.
+        crate::live_feed::prune(&shadow, Utc::now()).await?;
+    }
     shadow.close().await;
     write_checkpoints(pool, &projector, schema, last, as_of).await?;
     create_secondary_indexes(pool, schema, &tables).await?;

@@ -258,3 +258,145 @@ async fn the_websocket_stream_sends_changes_pings_and_resumes() {
     assert!(tokio_tungstenite::connect_async(anonymous).await.is_err());
     app.finish().await;
 }
+
+/// Append a run's queued, started and failed events to the log as if recorded `age` ago (a webhook is always
+/// recorded now; an old log is what a long-running Herald has).
+async fn append_old_run(
+    app: &TestApp,
+    project: &CreatedProject,
+    run_id: i64,
+    age: chrono::Duration,
+) {
+    let at = chrono::Utc::now() - age;
+    let run = domain::RunInfo {
+        project_id: project.id,
+        provider: "generic".into(),
+        repository: "acme/live".into(),
+        workflow: "ci".into(),
+        branch: Some("main".into()),
+        tag: None,
+        pull_request: None,
+        run_id,
+        run_key: None,
+        run_number: Some(run_id),
+        attempt: 1,
+        commit_sha: None,
+        commit_message: None,
+        author: None,
+        url: None,
+    };
+    let verdict = domain::Verdict {
+        outcome: domain::Outcome::Failed,
+        transition: domain::Transition::Broken,
+        previous_outcome: None,
+        failure_streak: 1,
+        started_at: Some(at),
+        completed_at: at,
+        duration_secs: Some(0),
+        failed_jobs: vec![],
+    };
+    let events = [
+        (
+            "BuildQueued",
+            json!({"BuildQueued": {"delivery_id": "old-1", "run": run, "queued_at": at}}),
+        ),
+        (
+            "BuildStarted",
+            json!({"BuildStarted": {"delivery_id": "old-2", "run": run, "started_at": at}}),
+        ),
+        (
+            "BuildFailed",
+            json!({"BuildFailed": {"delivery_id": "old-3", "run": run, "verdict": verdict}}),
+        ),
+    ];
+    for (sequence, (event_type, payload)) in events.into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+                                 metadata, recorded_at)
+             VALUES ('BuildRun', $1, $2, $3, '1.0', $4, '{}', $5)",
+        )
+        .bind(run.build_run_id())
+        .bind(sequence as i64 + 1)
+        .bind(event_type)
+        .bind(payload)
+        .bind(at)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// Every feed row, numbers included, in order.
+async fn feed(pool: &sqlx::PgPool) -> Vec<(i64, i64, String)> {
+    sqlx::query_as(
+        "SELECT feed_seq, global_seq, payload->>'status' FROM live_feed ORDER BY feed_seq",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_feed_keeps_its_window_numbers_as_if_it_kept_everything_and_tells_a_late_client_to_reload(
+) {
+    let app = spawn_app_configured(Bus::InProcess, &Role::ALL, |s| {
+        s.live_feed_retention = Duration::from_secs(3600);
+    })
+    .await;
+    let project = app.create_project("window").await;
+    // Three days of history, then two changes of today.
+    append_old_run(&app, &project, 1, chrono::Duration::days(3)).await;
+    app.drain().await;
+    report(&app, &project, 2, "started").await;
+    report(&app, &project, 2, "succeeded").await;
+    app.drain().await;
+
+    // The old run's changes took numbers 1 to 3; at most the last of them is still written (it carries the
+    // count) until the pruner runs, and it never goes while it is the newest.
+    projections::live_feed::prune(&app.pool, chrono::Utc::now())
+        .await
+        .unwrap();
+    let live = feed(&app.pool).await;
+    let numbers: Vec<i64> = live.iter().map(|(seq, ..)| *seq).collect();
+    let statuses: Vec<&str> = live.iter().map(|(.., status)| status.as_str()).collect();
+    assert_eq!(numbers, [4, 5], "{live:?}");
+    assert_eq!(statuses, ["started", "completed"]);
+
+    // A rebuild of the feed from the whole log makes the same rows under the same numbers: a client's number
+    // means the same change before and after.
+    let mut progress = |_: u64, _: u64| {};
+    projections::rebuild::run(
+        &app.pool,
+        projections::rebuild::Rebuild {
+            target: projections::rebuild::Target::One("live_feed"),
+            snapshot: None,
+            progress: &mut progress,
+            stop_after: None,
+            batch_size: Some(2),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(feed(&app.pool).await, live);
+
+    // A client that last saw a change the feed no longer keeps is told to reload, then gets what is kept.
+    let url = app.url(&format!("/api/v1/stream?projects={}", project.id));
+    let mut late = SseReader::open(&app.http, &url, Some(1)).await;
+    match late.next(WAIT).await.expect("a reset") {
+        Frame::Event { id, event, data } => {
+            assert_eq!(event, "reset");
+            assert_eq!(
+                id, 3,
+                "resuming after the reset starts at the oldest change kept"
+            );
+            assert_eq!(data["oldest"], 4);
+        }
+        Frame::Comment(text) => panic!("expected the reset, got a comment {text:?}"),
+    }
+    assert_eq!(late.next_event(WAIT).await.expect("kept").0, 4);
+    assert_eq!(late.next_event(WAIT).await.expect("kept").0, 5);
+    // One that resumes inside the window is not.
+    let mut current = SseReader::open(&app.http, &url, Some(4)).await;
+    assert_eq!(current.next_event(WAIT).await.expect("the newest").0, 5);
+    app.finish().await;
+}
