@@ -6,9 +6,9 @@
 //!   and nothing before; the feed is numbered in commit order (see `projections::live_feed`), so nothing can
 //!   appear behind a number already sent. Without an id, a client starts at the newest change.
 //! - **Resume from before the feed's window.** The feed keeps a window (a day by default). A client whose id
-//!   is older than the oldest change kept first gets one `reset` message, whose id is just before that change:
-//!   what it shows may be stale, so it should reload, and it then gets everything kept. Reconnecting after the
-//!   `reset` resumes from there and is not told again.
+//!   is older than the oldest change kept (on connecting, or later, having fallen that far behind) first gets
+//!   one `reset` message, whose id is just before that change: what it shows may be stale, so it should
+//!   reload, and it then gets everything kept. Resuming after the `reset` starts there and is not told again.
 //! - **Back-pressure.** A stream reads the next page from the feed only when the client has taken the last:
 //!   the SSE body is pulled by the connection as it drains, the WebSocket awaits each send. A slow client falls
 //!   behind in the feed, which is in Postgres; nothing queues up in Herald's memory. A WebSocket client that
@@ -77,32 +77,26 @@ impl StreamParams {
             .collect()
     }
 
-    /// Where to start: after the id the client last saw, or at the head of the feed; and the oldest change
-    /// kept, when changes after the client's id were pruned.
-    async fn start(
-        &self,
-        headers: &HeaderMap,
-        pool: &PgPool,
-    ) -> Result<(i64, Option<i64>), ApiError> {
+    /// Where to start: after the id the client last saw, or at the head of the feed.
+    async fn start(&self, headers: &HeaderMap, pool: &PgPool) -> Result<i64, ApiError> {
         let given = headers
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .or_else(|| self.last_event_id.clone());
-        let internal = |e: sqlx::Error| ApiError::Internal(e.to_string());
-        let Some(raw) = given else {
-            return Ok((live_feed::head(pool).await.map_err(internal)?, None));
-        };
-        let after = raw
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                ApiError::Invalid(format!("last event id {raw:?} is not a feed number"))
-            })?;
-        let oldest = live_feed::oldest(pool).await.map_err(internal)?;
-        Ok((after, oldest.filter(|oldest| after + 1 < *oldest)))
+        match given {
+            Some(raw) => raw
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    ApiError::Invalid(format!("last event id {raw:?} is not a feed number"))
+                }),
+            None => live_feed::head(pool)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string())),
+        }
     }
 }
 
@@ -125,8 +119,6 @@ struct Cursor {
     pool: PgPool,
     projects: Vec<Uuid>,
     after: i64,
-    /// A `reset` still to send first: the oldest change kept.
-    reset: Option<i64>,
     changes: watch::Receiver<u64>,
     shutdown: tokio_util::sync::CancellationToken,
 }
@@ -134,24 +126,28 @@ struct Cursor {
 impl Cursor {
     /// The next entries, waiting until there are some; `None` once the process shuts down.
     async fn next_page(&mut self) -> Option<Vec<FeedEntry>> {
-        if let Some(oldest) = self.reset.take() {
-            self.after = oldest - 1;
-            return Some(vec![reset_entry(oldest)]);
-        }
         loop {
             if self.shutdown.is_cancelled() {
                 return None;
             }
             // Mark the current signal seen before reading, so a notice that lands during the read wakes us.
             self.changes.borrow_and_update();
-            match live_feed::entries_after(&self.pool, self.after, &self.projects, PAGE).await {
-                Ok(entries) if !entries.is_empty() => {
+            match live_feed::page_after(&self.pool, self.after, &self.projects, PAGE).await {
+                Ok((oldest, entries)) => {
+                    let mut page = Vec::with_capacity(entries.len() + 1);
+                    // Changes after `after` were pruned: say so before what is kept.
+                    if let Some(oldest) = oldest.filter(|oldest| self.after < oldest - 1) {
+                        page.push(reset_entry(oldest));
+                        self.after = oldest - 1;
+                    }
                     if let Some(last) = entries.last() {
                         self.after = last.feed_seq;
                     }
-                    return Some(entries);
+                    page.extend(entries);
+                    if !page.is_empty() {
+                        return Some(page);
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reading the live feed failed; retrying"),
             }
             tokio::select! {
@@ -206,13 +202,12 @@ async fn open(
     let projects = params.projects()?;
     // Subscribe before reading the start, so a change committed in between still wakes the stream.
     let changes = state.read_cache.feed_changes(&state.pool);
-    let (after, reset) = params.start(headers, &state.pool).await?;
+    let after = params.start(headers, &state.pool).await?;
     metrics::counter!("herald_live_streams_opened_total").increment(1);
     Ok(Cursor {
         pool: state.pool.clone(),
         projects,
         after,
-        reset,
         changes,
         shutdown: state.shutdown.clone(),
     })

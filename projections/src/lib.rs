@@ -98,6 +98,17 @@ pub trait Projection: Send + Sync {
         }
         Ok(())
     }
+
+    /// [`Self::apply_many`] for a rebuild, which reads the whole log: a read model that keeps only a window
+    /// (the live feed) can leave out what is outside it there, where the live stream must not (a client
+    /// following it would miss changes without being told). The same as `apply_many` unless overridden.
+    async fn apply_rebuilding(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        self.apply_many(tx, events).await
+    }
 }
 
 /// Postgres keeps timestamps to the microsecond (sqlx truncates when it sends one); a read model that compares
@@ -242,7 +253,7 @@ impl Projector {
         let (fresh, seen): (Vec<&StoredEvent>, Vec<&StoredEvent>) =
             wanted.into_iter().partition(|e| e.global_seq > mark);
         if !fresh.is_empty() {
-            projection.apply_many(&mut tx, &fresh).await?;
+            projection.apply_rebuilding(&mut tx, &fresh).await?;
         }
         sqlx::query(
             "INSERT INTO rebuild_marks (projection, last_global_seq) VALUES ($1, $2)

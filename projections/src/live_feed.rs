@@ -8,14 +8,17 @@
 //!
 //! **Retention.** The feed serves clients catching up after a reconnect, which need the recent past only, so it
 //! keeps a window ([`retention`], `HERALD_LIVE_FEED_RETENTION_HOURS`, a day by default): [`prune`] deletes
-//! older rows, and an event recorded before the window makes no row when it is applied, which is what lets a
-//! rebuild of a long log skip almost all of this read model (a million-event rebuild wrote a million feed rows,
-//! most of its writes: docs/benchmarks.md). Numbers stay what they would have been without the window: an
-//! expired change still takes its number, and the newest row of a batch is always written (and never pruned),
-//! so `max + 1` keeps counting across what was skipped. A rebuilt feed therefore numbers its rows as the live
-//! one did, and a client holding a number keeps its place across a rebuild. Numbers can have gaps (an expired
-//! change, or a change applied again after a crash); clients only ever ask for what comes after a number.
-//! A client resuming from before the window is told so (`api::live`).
+//! older rows, oldest first and never the newest. A rebuild, which reads the whole log, writes no row for a
+//! change recorded before the window (a million-event rebuild wrote a million feed rows, most of its writes:
+//! docs/benchmarks.md), but still counts it: the last change of each batch is written whatever its age, so
+//! `max + 1` keeps counting across what was left out, and the rebuilt feed numbers its rows as a feed that
+//! applied the log in log order did. The live stream writes every change it is given, old or not: a client
+//! following it must never miss a change without being told, and the pruner takes old rows away soon enough.
+//! A client that asks for changes after a number the pruner has passed is told so (`api::live`).
+//!
+//! Through Kafka with several partitions, the live feed numbers changes in the order they were applied,
+//! which can differ from log order for changes of different runs committed a moment apart; a rebuild numbers
+//! them in log order, so across a rebuild such a pair can swap numbers (as before the window existed).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -33,8 +36,9 @@ const FEED_LOCK: i64 = 0x4845_5241_4c44_4645; // "HERALDFE"
 pub const DEFAULT_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 
 /// The window in seconds. One number for the whole process, set once at start-up from the configuration
-/// ([`set_retention`]): every projector, rebuild and pruner of a process uses the same window, and threading
-/// one number through each of their constructors would change every caller for nothing they choose.
+/// ([`set_retention`]): every rebuild and pruner of a process uses the same window, and threading one number
+/// through each of their callers (the command line, the API's rebuild endpoint, backups' restore) would change
+/// every one of them for nothing they choose.
 static RETENTION_SECS: AtomicI64 = AtomicI64::new(DEFAULT_RETENTION.num_seconds());
 
 /// Set the feed's window for this process.
@@ -70,39 +74,51 @@ impl Projection for LiveFeedProjection {
         tx: &mut PgConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let rows = FeedRows::of(events, cutoff(Utc::now()))?;
-        if rows.global_seq.is_empty() {
-            return Ok(());
-        }
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(FEED_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        // A row already there (the same event applied under an older checkpoint) keeps its number; a new row
-        // takes the number its place among the batch's changes gives it, expired ones counted.
-        sqlx::query(
-            "INSERT INTO live_feed (feed_seq, global_seq, project_id, build_run_id, kind, payload, recorded_at)
-             SELECT (SELECT COALESCE(max(feed_seq), 0) FROM live_feed) + x.place,
-                    x.g, x.p, x.b, x.k, x.payload, x.r
-               FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[],
-                           $7::bigint[]) AS x(g, p, b, k, payload, r, place)
-              WHERE NOT EXISTS (SELECT 1 FROM live_feed f WHERE f.global_seq = x.g)
-             ON CONFLICT (global_seq) DO NOTHING",
-        )
-        .bind(&rows.global_seq)
-        .bind(&rows.project_id)
-        .bind(&rows.build_run_id)
-        .bind(&rows.kind)
-        .bind(&rows.payload)
-        .bind(&rows.recorded_at)
-        .bind(&rows.place)
+        write(tx, FeedRows::of(events, None)?).await
+    }
+
+    /// As [`Self::apply_many`], leaving out the changes recorded before the window but counting them.
+    async fn apply_rebuilding(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        write(tx, FeedRows::of(events, Some(cutoff(Utc::now())))?).await
+    }
+}
+
+async fn write(tx: &mut PgConnection, rows: FeedRows<'_>) -> Result<(), ProjectionError> {
+    if rows.global_seq.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(FEED_LOCK)
         .execute(&mut *tx)
         .await?;
-        let projects: std::collections::BTreeSet<uuid::Uuid> =
-            rows.project_id.iter().copied().collect();
-        crate::changes::notify_projects(tx, "live_feed", projects).await?;
-        Ok(())
-    }
+    // A row already there (the same event applied under an older checkpoint) keeps its number; a new row takes
+    // the number its place among the batch's changes gives it, left-out ones counted.
+    sqlx::query(
+        "INSERT INTO live_feed (feed_seq, global_seq, project_id, build_run_id, kind, payload, recorded_at)
+         SELECT (SELECT COALESCE(max(feed_seq), 0) FROM live_feed) + x.place,
+                x.g, x.p, x.b, x.k, x.payload, x.r
+           FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[],
+                       $7::bigint[]) AS x(g, p, b, k, payload, r, place)
+          WHERE NOT EXISTS (SELECT 1 FROM live_feed f WHERE f.global_seq = x.g)
+         ON CONFLICT (global_seq) DO NOTHING",
+    )
+    .bind(&rows.global_seq)
+    .bind(&rows.project_id)
+    .bind(&rows.build_run_id)
+    .bind(&rows.kind)
+    .bind(&rows.payload)
+    .bind(&rows.recorded_at)
+    .bind(&rows.place)
+    .execute(&mut *tx)
+    .await?;
+    let projects: std::collections::BTreeSet<uuid::Uuid> =
+        rows.project_id.iter().copied().collect();
+    crate::changes::notify_projects(tx, "live_feed", projects).await?;
+    Ok(())
 }
 
 /// Whether an event changes a run's state (and so makes a feed row), told from its type without decoding it:
@@ -128,9 +144,12 @@ struct FeedRows<'a> {
 }
 
 impl<'a> FeedRows<'a> {
-    /// The rows of a batch's changes recorded at or after `cutoff`, and of its last change whatever its age
-    /// (it carries the count of the expired ones before it into the feed's numbering).
-    fn of(events: &[&'a StoredEvent], cutoff: DateTime<Utc>) -> Result<Self, ProjectionError> {
+    /// The rows of a batch's changes: every one, or with a `cutoff` those recorded at or after it and the
+    /// batch's last change whatever its age (it carries the count of the ones left out into the numbering).
+    fn of(
+        events: &[&'a StoredEvent],
+        cutoff: Option<DateTime<Utc>>,
+    ) -> Result<Self, ProjectionError> {
         let changes: Vec<&StoredEvent> = events
             .iter()
             .copied()
@@ -138,7 +157,8 @@ impl<'a> FeedRows<'a> {
             .collect();
         let mut rows = Self::default();
         for (index, event) in changes.iter().enumerate() {
-            if event.recorded_at < cutoff && index + 1 < changes.len() {
+            let expired = cutoff.is_some_and(|cutoff| event.recorded_at < cutoff);
+            if expired && index + 1 < changes.len() {
                 continue;
             }
             rows.push(event, &decode(event)?, index as i64 + 1);
@@ -192,35 +212,53 @@ pub struct FeedEntry {
     pub payload: serde_json::Value,
 }
 
-/// Entries after `after`, oldest first, of the given projects (every project when empty).
-pub async fn entries_after(
-    pool: &sqlx::PgPool,
+/// Up to `limit` entries after `after`, oldest first, of the given projects (every project when empty), and
+/// the oldest entry's number, read together: a client whose `after` is older than that missed pruned changes,
+/// and the two must come from one moment for the client to be told.
+pub async fn page_after(
+    pool: &PgPool,
     after: i64,
     projects: &[uuid::Uuid],
     limit: i64,
-) -> Result<Vec<FeedEntry>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT feed_seq, project_id, kind, payload FROM live_feed
-          WHERE feed_seq > $1 AND (cardinality($2::uuid[]) = 0 OR project_id = ANY($2))
-          ORDER BY feed_seq LIMIT $3",
+) -> Result<(Option<i64>, Vec<FeedEntry>), sqlx::Error> {
+    type Row = (
+        Option<i64>,
+        Option<i64>,
+        Option<uuid::Uuid>,
+        Option<String>,
+        Option<serde_json::Value>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH page AS (SELECT feed_seq, project_id, kind, payload FROM live_feed
+                        WHERE feed_seq > $1 AND (cardinality($2::uuid[]) = 0 OR project_id = ANY($2))
+                        ORDER BY feed_seq LIMIT $3)
+         SELECT (SELECT min(feed_seq) FROM live_feed), p.feed_seq, p.project_id, p.kind, p.payload
+           FROM (VALUES (1)) AS one(x) LEFT JOIN page p ON true
+          ORDER BY p.feed_seq",
     )
     .bind(after)
     .bind(projects)
     .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    let oldest = rows.first().and_then(|row| row.0);
+    let entries = rows
+        .into_iter()
+        .filter_map(|(_, feed_seq, project_id, kind, payload)| {
+            Some(FeedEntry {
+                feed_seq: feed_seq?,
+                project_id: project_id?,
+                kind: kind?,
+                payload: payload?,
+            })
+        })
+        .collect();
+    Ok((oldest, entries))
 }
 
 /// The newest entry's number (0 for an empty feed): where a client that asks for nothing old starts.
-pub async fn head(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
+pub async fn head(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COALESCE(max(feed_seq), 0) FROM live_feed")
-        .fetch_one(pool)
-        .await
-}
-
-/// The oldest entry's number, `None` for an empty feed: a client resuming from before it missed pruned changes.
-pub async fn oldest(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(feed_seq) FROM live_feed")
         .fetch_one(pool)
         .await
 }
@@ -231,19 +269,23 @@ const PRUNE_CHUNK: i64 = 5_000;
 /// Delete the rows recorded before the window as of `now`, oldest first, a chunk per statement, and return how
 /// many went. The newest row stays whatever its age: the next number is counted from it.
 ///
-/// Rows are numbered in commit order, so their times rise with their numbers (up to the spread of concurrent
-/// commits): pruning walks from the front of the primary key and stops at the first chunk that holds a row
-/// still inside the window, instead of scanning the table for old rows (which would need an index on the time
-/// that every insert would pay for). A row that committed out of step goes in a later pass.
+/// Only a run of expired rows at the front goes, up to the first row still inside the window: the feed must
+/// never have a hole that a client resuming before it could not see (`oldest` tells a client what was pruned).
+/// Rows are numbered in commit order, so their times rise with their numbers up to the spread of concurrent
+/// commits; a row recorded a moment earlier than the one before it waits until that one expires too. Walking
+/// the primary key from the front, and stopping at the first kept row, needs no index on the time (which every
+/// insert would pay for).
 pub async fn prune(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let cutoff = cutoff(now);
     let mut pruned = 0;
     loop {
         let (front, deleted): (i64, i64) = sqlx::query_as(
             "WITH front AS (SELECT feed_seq, recorded_at FROM live_feed ORDER BY feed_seq LIMIT $2),
+                  stop AS (SELECT least((SELECT min(feed_seq) FROM front WHERE recorded_at >= $1),
+                                        (SELECT max(feed_seq) FROM live_feed)) AS seq),
                   gone AS (DELETE FROM live_feed
-                            WHERE feed_seq IN (SELECT feed_seq FROM front WHERE recorded_at < $1)
-                              AND feed_seq < (SELECT max(feed_seq) FROM live_feed)
+                            WHERE feed_seq IN (SELECT feed_seq FROM front)
+                              AND feed_seq < (SELECT seq FROM stop)
                            RETURNING 1)
              SELECT (SELECT count(*) FROM front), (SELECT count(*) FROM gone)",
         )
@@ -323,15 +365,17 @@ mod tests {
             queued(5, old),
         ];
         let refs: Vec<&StoredEvent> = events.iter().collect();
-        let rows = FeedRows::of(&refs, cutoff(now)).unwrap();
+        let rows = FeedRows::of(&refs, Some(cutoff(now))).unwrap();
         // The job change makes no row and takes no place; 1 and 3 are expired and written by no one; 4 is in
         // the window; 5 is expired but last, so the feed's count reaches four.
         assert_eq!(rows.global_seq, [4, 5]);
         assert_eq!(rows.place, [3, 4]);
 
         let fresh: Vec<&StoredEvent> = events[..4].iter().collect();
-        assert_eq!(FeedRows::of(&fresh, cutoff(now)).unwrap().place, [3]);
-        assert!(FeedRows::of(&[&events[1]], cutoff(now))
+        assert_eq!(FeedRows::of(&fresh, Some(cutoff(now))).unwrap().place, [3]);
+        // The live stream writes every change it is given.
+        assert_eq!(FeedRows::of(&refs, None).unwrap().place, [1, 2, 3, 4]);
+        assert!(FeedRows::of(&[&events[1]], Some(cutoff(now)))
             .unwrap()
             .place
             .is_empty());
