@@ -304,6 +304,17 @@ async fn run_locked(
         tables.iter().filter_map(|t| projection_named(t)).collect(),
     );
     let started = Instant::now();
+    // The checkpoints come from the log alone, not from the read models, so those of every event settled now
+    // are written while the batches apply, on a core the batches leave partly idle; the few events after are
+    // added at the end.
+    let settled = settled_horizon(pool).await?;
+    let checkpoints = tokio::spawn(write_checkpoints(
+        pool.clone(),
+        checkpoint_pairs(pool, &projector, 0, settled).await?,
+        schema.to_owned(),
+        settled,
+        as_of,
+    ));
     let mut this_call = 0_u64;
     let size = options.batch_size.unwrap_or(BATCH);
     // The next batch is read while this one applies: reading and decoding is a core's worth of work that
@@ -349,6 +360,7 @@ async fn run_locked(
         (options.progress)(applied as u64, total as u64);
         if options.stop_after.is_some_and(|limit| this_call >= limit) {
             pending.abort();
+            checkpoints.abort();
             shadow.close().await;
             return Err(RebuildError::Interrupted(this_call));
         }
@@ -359,7 +371,17 @@ async fn run_locked(
         crate::live_feed::prune(&shadow, Utc::now()).await?;
     }
     shadow.close().await;
-    write_checkpoints(pool, &projector, schema, last, as_of).await?;
+    checkpoints
+        .await
+        .map_err(|e| RebuildError::Invalid(format!("writing the checkpoints stopped: {e}")))??;
+    // The loop read past every event settled before it began, so the checkpoints claim nothing it did not
+    // apply (a claim too many would make the swap's catch-up skip an event).
+    if last < settled {
+        return Err(RebuildError::Invalid(format!(
+            "the rebuild stopped at {last}, before the log's settled end {settled}"
+        )));
+    }
+    top_up_checkpoints(pool, &projector, schema, settled, last, as_of).await?;
     create_secondary_indexes(pool, schema, &tables).await?;
 
     if as_of.is_none() {
@@ -375,22 +397,39 @@ async fn run_locked(
         .await?)
 }
 
-/// The per-aggregate checkpoints of everything the rebuild applied (every event up to `last`, up to `as_of`
-/// for a snapshot), in one transaction: the swap's catch-up and the live projector after it skip what they find
-/// here. Written once at the end rather than batch by batch, where keeping them cost as much as the read models;
-/// and into a table without its primary key, which is then built once, sorted, rather than row by row.
-async fn write_checkpoints(
+/// The (projection, aggregate type) pairs that get checkpoints, of the aggregate types in the log between
+/// `after` and `upto` (global sequences).
+async fn checkpoint_pairs(
     pool: &PgPool,
     projector: &Projector,
-    schema: &str,
-    last: i64,
+    after: i64,
+    upto: i64,
+) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT aggregate_type FROM events WHERE global_seq > $1 AND global_seq <= $2",
+    )
+    .bind(after)
+    .bind(upto)
+    .fetch_all(pool)
+    .await?;
+    Ok(projector
+        .wanted_types(&types)
+        .into_iter()
+        .map(|(projection, aggregate_type)| (projection.to_owned(), aggregate_type.to_owned()))
+        .unzip())
+}
+
+/// The per-aggregate checkpoints of every event up to `upto` (up to `as_of` for a snapshot), in one
+/// transaction: the swap's catch-up and the live projector after it skip what they find here. Written once
+/// rather than batch by batch, where keeping them cost as much as the read models; and into a table without
+/// its primary key, which is then built once, sorted, rather than row by row.
+async fn write_checkpoints(
+    pool: PgPool,
+    (projections, wanted): (Vec<String>, Vec<String>),
+    schema: String,
+    upto: i64,
     as_of: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
-    let types: Vec<String> = sqlx::query_scalar("SELECT DISTINCT aggregate_type FROM events")
-        .fetch_all(pool)
-        .await?;
-    let (projections, wanted): (Vec<&str>, Vec<&str>) =
-        projector.wanted_types(&types).into_iter().unzip();
     let table = format!("{schema}.{CHECKPOINTS}");
     let mut tx = pool.begin().await?;
     // A million aggregates do not group in the default 4 MB without spilling to disk.
@@ -421,7 +460,7 @@ async fn write_checkpoints(
     ))
     .bind(projections)
     .bind(wanted)
-    .bind(last)
+    .bind(upto)
     .bind(as_of)
     .execute(&mut *tx)
     .await?;
@@ -431,6 +470,40 @@ async fn write_checkpoints(
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+/// Add the checkpoints of the events after `after` up to `last`: those the rebuild applied after
+/// [`write_checkpoints`] had taken its horizon.
+async fn top_up_checkpoints(
+    pool: &PgPool,
+    projector: &Projector,
+    schema: &str,
+    after: i64,
+    last: i64,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    let (projections, wanted) = checkpoint_pairs(pool, projector, after, last).await?;
+    if projections.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {schema}.{CHECKPOINTS} (projection, aggregate_type, aggregate_id, last_sequence)
+         SELECT w.projection, e.aggregate_type, e.aggregate_id, max(e.sequence)
+           FROM events e JOIN UNNEST($1::text[], $2::text[]) AS w(projection, aggregate_type)
+             ON w.aggregate_type = e.aggregate_type
+          WHERE e.global_seq > $3 AND e.global_seq <= $4 AND ($5::timestamptz IS NULL OR e.recorded_at <= $5)
+          GROUP BY 1, 2, 3
+         ON CONFLICT (projection, aggregate_type, aggregate_id)
+            DO UPDATE SET last_sequence = GREATEST({CHECKPOINTS}.last_sequence, EXCLUDED.last_sequence)"
+    ))
+    .bind(projections)
+    .bind(wanted)
+    .bind(after)
+    .bind(last)
+    .bind(as_of)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// An index that is not unique, as `pg_indexes` has it.
