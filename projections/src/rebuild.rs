@@ -150,14 +150,21 @@ pub struct Rebuild<'a> {
     pub batch_size: Option<i64>,
 }
 
-/// A pool whose connections resolve unqualified table names in `schema` first.
+/// A pool whose connections resolve unqualified table names in `schema` first: for `building` a rebuild's
+/// shadow tables (falling back to the live ones), or else for reading a snapshot (and nothing else).
+///
+/// A rebuild's connections commit without waiting for the WAL flush (`synchronous_commit = off`): a rebuild
+/// commits each read model's part of every batch, and waiting on the disk for each was a sixth of the
+/// samples of a million-event rebuild. It stays safe to resume: the position a resumed rebuild starts from
+/// (`rebuild_runs`) is committed afterwards with the usual flush, which writes every earlier commit's WAL
+/// with it; a crash loses only batches that a resumed rebuild then applies again. The swap commits as usual.
 async fn pool_in_schema(
     pool: &PgPool,
     schema: &str,
-    fallback_to_public: bool,
+    building: bool,
 ) -> Result<PgPool, sqlx::Error> {
-    let search_path = if fallback_to_public {
-        format!("SET search_path TO {schema}, public")
+    let setup = if building {
+        format!("SET search_path TO {schema}, public; SET synchronous_commit TO off")
     } else {
         format!("SET search_path TO {schema}")
     };
@@ -165,9 +172,9 @@ async fn pool_in_schema(
         // One per read model applying a batch at the same time.
         .max_connections(crate::BATCH_CONCURRENCY as u32)
         .after_connect(move |conn, _| {
-            let search_path = search_path.clone();
+            let setup = setup.clone();
             Box::pin(async move {
-                conn.execute(search_path.as_str()).await?;
+                conn.execute(setup.as_str()).await?;
                 Ok(())
             })
         })
