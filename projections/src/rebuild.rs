@@ -35,6 +35,8 @@ const RETIRED_SCHEMA: &str = "herald_retired";
 /// Memory for the sorts that build the fresh tables' indexes, for the transaction that builds them: at
 /// Postgres's default (64 MB) the primary key of a million aggregates' checkpoints sorts on disk.
 const MAINTENANCE_MEMORY: &str = "SET LOCAL maintenance_work_mem = '256MB'";
+/// How often a rebuild records its position (and after its last batch).
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Events per rebuild batch. Measured on 150,000 events: 2,500, 5,000 and 10,000 rebuild at the same rate
 /// (21.7k, 22.3k, 21.5k events/s), while peak memory grows with the batch (125, 173, 285 MiB).
 pub const BATCH: i64 = 2_500;
@@ -326,6 +328,7 @@ async fn run_locked(
         as_of,
     ));
     let mut this_call = 0_u64;
+    let (mut recorded, mut unrecorded) = (None, false);
     let size = options.batch_size.unwrap_or(BATCH);
     // The next batch is read while this one applies: reading and decoding is a core's worth of work that
     // otherwise waits for the read models, and the read models for it. One batch ahead, no more, so memory
@@ -355,25 +358,28 @@ async fn run_locked(
         last = batch_last;
         applied += read as i64;
         this_call += read as u64;
-        let rate = this_call as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        sqlx::query(
-            "UPDATE rebuild_runs SET last_global_seq = $2, head_global_seq = $3, applied = $4, events_per_second = $5,
-                    updated_at = now() WHERE id = $1",
-        )
-        .bind(id)
-        .bind(last)
-        .bind(head.max(last))
-        .bind(applied)
-        .bind(rate)
-        .execute(pool)
-        .await?;
+        let stopping = options.stop_after.is_some_and(|limit| this_call >= limit);
+        // The position is where a rebuild that dies resumes; the marks make any batch after it harmless to
+        // apply again, so it is recorded at most once a second (a flushed commit per batch was 7 % of a
+        // million-event rebuild), and when stopping.
+        if stopping || recorded.is_none_or(|at: Instant| at.elapsed() >= RECORD_EVERY) {
+            let rate = this_call as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            record_position(pool, id, last, head.max(last), applied, rate).await?;
+            (recorded, unrecorded) = (Some(Instant::now()), false);
+        } else {
+            unrecorded = true;
+        }
         (options.progress)(applied as u64, total as u64);
-        if options.stop_after.is_some_and(|limit| this_call >= limit) {
+        if stopping {
             pending.abort();
             checkpoints.abort();
             shadow.close().await;
             return Err(RebuildError::Interrupted(this_call));
         }
+    }
+    if unrecorded {
+        let rate = this_call as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        record_position(pool, id, last, head.max(last), applied, rate).await?;
     }
     if tables.contains(&"live_feed") {
         // Each batch wrote its last change whatever its age (it carries the feed's count); what is outside the
@@ -405,6 +411,29 @@ async fn run_locked(
         .bind(id)
         .fetch_one(pool)
         .await?)
+}
+
+/// Record how far a rebuild is, for its progress report and for resuming after a crash.
+async fn record_position(
+    pool: &PgPool,
+    id: &str,
+    last: i64,
+    head: i64,
+    applied: i64,
+    rate: f64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE rebuild_runs SET last_global_seq = $2, head_global_seq = $3, applied = $4, events_per_second = $5,
+                updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(last)
+    .bind(head)
+    .bind(applied)
+    .bind(rate)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// The (projection, aggregate type) pairs that get checkpoints, of the aggregate types in the log between
