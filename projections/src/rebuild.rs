@@ -320,13 +320,13 @@ async fn run_locked(
     // are written while the batches apply, on a core the batches leave partly idle; the few events after are
     // added at the end.
     let settled = settled_horizon(pool).await?;
-    let checkpoints = tokio::spawn(write_checkpoints(
+    let mut checkpoints = AbortOnDrop(tokio::spawn(write_checkpoints(
         pool.clone(),
         checkpoint_pairs(pool, &projector, 0, settled).await?,
         schema.to_owned(),
         settled,
         as_of,
-    ));
+    )));
     let mut this_call = 0_u64;
     let (mut recorded, mut unrecorded) = (None, false);
     let size = options.batch_size.unwrap_or(BATCH);
@@ -372,7 +372,6 @@ async fn run_locked(
         (options.progress)(applied as u64, total as u64);
         if stopping {
             pending.abort();
-            checkpoints.abort();
             shadow.close().await;
             return Err(RebuildError::Interrupted(this_call));
         }
@@ -387,7 +386,7 @@ async fn run_locked(
         crate::live_feed::prune(&shadow, Utc::now()).await?;
     }
     shadow.close().await;
-    checkpoints
+    (&mut checkpoints.0)
         .await
         .map_err(|e| RebuildError::Invalid(format!("writing the checkpoints stopped: {e}")))??;
     // The loop read past every event settled before it began, so the checkpoints claim nothing it did not
@@ -411,6 +410,16 @@ async fn run_locked(
         .bind(id)
         .fetch_one(pool)
         .await?)
+}
+
+/// A spawned task that stops when its handle is dropped, as on every early return of a rebuild: a checkpoint
+/// writer left running after its rebuild failed could commit into the table of the next attempt.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Record how far a rebuild is, for its progress report and for resuming after a crash.
