@@ -564,6 +564,24 @@ pub fn settings_for(database: &str, bus: Bus, telegram: &FakeTelegram) -> Settin
     }
 }
 
+/// Rebuild `target` ("all" or one read model) blue/green now, in batches of `batch_size` (the default when
+/// `None`), showing no progress.
+pub async fn rebuild_now(pool: &PgPool, target: &str, batch_size: Option<i64>) {
+    let mut progress = |_: u64, _: u64| {};
+    projections::rebuild::run(
+        pool,
+        projections::rebuild::Rebuild {
+            target: projections::rebuild::Target::parse(target).unwrap(),
+            snapshot: None,
+            progress: &mut progress,
+            stop_after: None,
+            batch_size,
+        },
+    )
+    .await
+    .unwrap();
+}
+
 /// The JWT secret test apps accept.
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 

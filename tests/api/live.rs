@@ -365,19 +365,7 @@ async fn the_feed_keeps_its_window_numbers_as_if_it_kept_everything_and_tells_a_
 
     // A rebuild from the whole log leaves the old run out but counts it, so the same changes have the same
     // numbers: a client's number means the same change before and after.
-    let mut progress = |_: u64, _: u64| {};
-    projections::rebuild::run(
-        &app.pool,
-        projections::rebuild::Rebuild {
-            target: projections::rebuild::Target::One("live_feed"),
-            snapshot: None,
-            progress: &mut progress,
-            stop_after: None,
-            batch_size: Some(2),
-        },
-    )
-    .await
-    .unwrap();
+    rebuild_now(&app.pool, "live_feed", Some(2)).await;
     assert_eq!(feed(&app.pool).await, live);
 
     // A client that last saw a change the feed no longer keeps is told to reload, then gets what is kept.

@@ -530,31 +530,8 @@ async fn a_projection_rebuild_reproduces_the_template_tables() {
             .count(),
         4
     );
-    let mut progress = |_: u64, _: u64| {};
-    projections::rebuild::run(
-        &app.pool,
-        projections::rebuild::Rebuild {
-            target: projections::rebuild::Target::parse("templates").unwrap(),
-            snapshot: None,
-            progress: &mut progress,
-            stop_after: None,
-            batch_size: None,
-        },
-    )
-    .await
-    .unwrap();
-    projections::rebuild::run(
-        &app.pool,
-        projections::rebuild::Rebuild {
-            target: projections::rebuild::Target::All,
-            snapshot: None,
-            progress: &mut progress,
-            stop_after: None,
-            batch_size: Some(2),
-        },
-    )
-    .await
-    .unwrap();
+    rebuild_now(&app.pool, "templates", None).await;
+    rebuild_now(&app.pool, "all", Some(2)).await;
     assert_eq!(tables(read_models(&app.pool).await), before);
     app.finish().await;
 }
