@@ -59,8 +59,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Settle what is one value for the whole process: the live feed's window, which every projector, rebuild
-    /// and pruner of the process uses.
+    /// Settle what is one value for the whole process: the live feed's window, which every rebuild and pruner
+    /// of the process uses.
     pub fn apply_process_wide(&self) {
         projections::live_feed::set_retention(
             chrono::Duration::from_std(self.live_feed_retention)
