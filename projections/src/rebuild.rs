@@ -328,7 +328,8 @@ async fn run_locked(
         as_of,
     )));
     let mut this_call = 0_u64;
-    let (mut recorded, mut unrecorded) = (None, false);
+    // When and where the position was last recorded.
+    let mut recorded: Option<(Instant, i64)> = None;
     let size = options.batch_size.unwrap_or(BATCH);
     // The next batch is read while this one applies: reading and decoding is a core's worth of work that
     // otherwise waits for the read models, and the read models for it. One batch ahead, no more, so memory
@@ -362,12 +363,10 @@ async fn run_locked(
         // The position is where a rebuild that dies resumes; the marks make any batch after it harmless to
         // apply again, so it is recorded at most once a second (a flushed commit per batch was 7 % of a
         // million-event rebuild), and when stopping.
-        if stopping || recorded.is_none_or(|at: Instant| at.elapsed() >= RECORD_EVERY) {
+        if stopping || recorded.is_none_or(|(at, _): (Instant, i64)| at.elapsed() >= RECORD_EVERY) {
             let rate = this_call as f64 / started.elapsed().as_secs_f64().max(1e-9);
             record_position(pool, id, last, head.max(last), applied, rate).await?;
-            (recorded, unrecorded) = (Some(Instant::now()), false);
-        } else {
-            unrecorded = true;
+            recorded = Some((Instant::now(), last));
         }
         (options.progress)(applied as u64, total as u64);
         if stopping {
@@ -376,7 +375,7 @@ async fn run_locked(
             return Err(RebuildError::Interrupted(this_call));
         }
     }
-    if unrecorded {
+    if recorded.is_some_and(|(_, at)| at != last) {
         let rate = this_call as f64 / started.elapsed().as_secs_f64().max(1e-9);
         record_position(pool, id, last, head.max(last), applied, rate).await?;
     }
@@ -445,6 +444,15 @@ async fn record_position(
     Ok(())
 }
 
+/// Each (read model, aggregate)'s last sequence among the events in a range of global sequences (`$3` <
+/// `global_seq` <= `$4`, and recorded up to `$5` when it is set), for the read models and aggregate types paired
+/// in `$1` and `$2`: the checkpoints a rebuild writes.
+const CHECKPOINTS_FROM_LOG: &str = "SELECT w.projection, e.aggregate_type, e.aggregate_id, max(e.sequence)
+      FROM events e JOIN UNNEST($1::text[], $2::text[]) AS w(projection, aggregate_type)
+        ON w.aggregate_type = e.aggregate_type
+     WHERE e.global_seq > $3 AND e.global_seq <= $4 AND ($5::timestamptz IS NULL OR e.recorded_at <= $5)
+     GROUP BY 1, 2, 3";
+
 /// The (projection, aggregate type) pairs that get checkpoints, of the aggregate types in the log between
 /// `after` and `upto` (global sequences).
 async fn checkpoint_pairs(
@@ -501,15 +509,11 @@ async fn write_checkpoints(
         .execute(&mut *tx)
         .await?;
     sqlx::query(&format!(
-        "INSERT INTO {table} (projection, aggregate_type, aggregate_id, last_sequence)
-         SELECT w.projection, e.aggregate_type, e.aggregate_id, max(e.sequence)
-           FROM events e JOIN UNNEST($1::text[], $2::text[]) AS w(projection, aggregate_type)
-             ON w.aggregate_type = e.aggregate_type
-          WHERE e.global_seq <= $3 AND ($4::timestamptz IS NULL OR e.recorded_at <= $4)
-          GROUP BY 1, 2, 3"
+        "INSERT INTO {table} (projection, aggregate_type, aggregate_id, last_sequence) {CHECKPOINTS_FROM_LOG}"
     ))
     .bind(projections)
     .bind(wanted)
+    .bind(0_i64)
     .bind(upto)
     .bind(as_of)
     .execute(&mut *tx)
@@ -538,11 +542,7 @@ async fn top_up_checkpoints(
     }
     sqlx::query(&format!(
         "INSERT INTO {schema}.{CHECKPOINTS} (projection, aggregate_type, aggregate_id, last_sequence)
-         SELECT w.projection, e.aggregate_type, e.aggregate_id, max(e.sequence)
-           FROM events e JOIN UNNEST($1::text[], $2::text[]) AS w(projection, aggregate_type)
-             ON w.aggregate_type = e.aggregate_type
-          WHERE e.global_seq > $3 AND e.global_seq <= $4 AND ($5::timestamptz IS NULL OR e.recorded_at <= $5)
-          GROUP BY 1, 2, 3
+         {CHECKPOINTS_FROM_LOG}
          ON CONFLICT (projection, aggregate_type, aggregate_id)
             DO UPDATE SET last_sequence = GREATEST({CHECKPOINTS}.last_sequence, EXCLUDED.last_sequence)"
     ))
