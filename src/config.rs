@@ -575,7 +575,8 @@ impl Config {
             backups,
             jwt: self.jwt_keys()?,
             webhook_secret_overlap: Duration::from_secs(self.webhook_secret_overlap_secs),
-            live_feed_retention: Duration::from_secs(self.live_feed_retention_hours * 3600),
+            // Checked above to be at most a year, so it fits.
+            live_feed_retention: chrono::Duration::hours(self.live_feed_retention_hours as i64),
             limits,
             http: HttpSettings {
                 request_timeout: Duration::from_secs(self.request_timeout_secs),

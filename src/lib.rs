@@ -44,8 +44,9 @@ pub struct Settings {
     pub jwt: api::auth::jwt::JwtKeys,
     /// How long a rotated-out webhook secret keeps working.
     pub webhook_secret_overlap: Duration,
-    /// How long the live feed keeps a change (`projections::live_feed`).
-    pub live_feed_retention: Duration,
+    /// How long the live feed keeps a change (`projections::live_feed`); chrono's, as the feed compares it
+    /// with events' times.
+    pub live_feed_retention: chrono::Duration,
     pub limits: api::limits::LimitSettings,
     pub http: api::HttpSettings,
     /// How the bot gets updates (with a Telegram token); `None`: no bot.
@@ -62,10 +63,7 @@ impl Settings {
     /// Settle what is one value for the whole process: the live feed's window, which every rebuild and pruner
     /// of the process uses.
     pub fn apply_process_wide(&self) {
-        projections::live_feed::set_retention(
-            chrono::Duration::from_std(self.live_feed_retention)
-                .unwrap_or(projections::live_feed::DEFAULT_RETENTION),
-        );
+        projections::live_feed::set_retention(self.live_feed_retention);
     }
 
     /// The channels this Herald can deliver to: Telegram always (without a token its notifications wait in the
@@ -97,9 +95,7 @@ impl Settings {
             pool: PoolSettings::default(),
             jwt: api::auth::jwt::JwtKeys::disabled(),
             webhook_secret_overlap: commands::DEFAULT_SECRET_OVERLAP,
-            live_feed_retention: projections::live_feed::DEFAULT_RETENTION
-                .to_std()
-                .unwrap_or(Duration::from_secs(24 * 3600)),
+            live_feed_retention: projections::live_feed::DEFAULT_RETENTION,
             limits: api::limits::LimitSettings::default(),
             http: api::HttpSettings::default(),
             bot: None,
