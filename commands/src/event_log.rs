@@ -37,7 +37,19 @@ SELECT $1, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload,
        WITH ORDINALITY AS e(aggregate_id, sequence, event_type, event_version, payload, metadata, n)
  ORDER BY e.n";
 
-const LOAD_MANY: &str = "
+/// The events of a set of aggregates, read with `persistent(false)`: planned for the ids given each time, never
+/// from a plan cached on the connection.
+///
+/// sqlx prepares a statement once per connection, and after five executions Postgres may keep a generic plan,
+/// made with the statistics of that moment. A Herald started on empty tables kept plans made for empty tables:
+/// this load's index condition was `aggregate_type` alone, with `aggregate_id = ANY($2)` a filter over every
+/// event of the type, and the same happened to the read models' loads by id and the checkpoints' lookup. Their
+/// cost grew with the log and stayed until the connection closed: after a few thousand runs, `herald bench e2e`
+/// ran the same rate five times slower (auto_explain: 464 of these loads over 4 ms in five seconds, 8.5 ms
+/// each). Statements that read rows by an array of keys from a table that grows use `persistent(false)`; an
+/// unnamed statement costs a Parse and a plan per execution (docs/benchmarks.md, "Plans made for empty
+/// tables").
+pub const LOAD_MANY: &str = "
 SELECT aggregate_id, sequence, event_type, event_version, payload, metadata
   FROM events
  WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
@@ -97,6 +109,7 @@ impl EventLog {
         ids: &[&str],
     ) -> Result<Vec<SerializedEvent>, sqlx::Error> {
         let rows: Vec<(String, i64, String, String, Value, Value)> = sqlx::query_as(LOAD_MANY)
+            .persistent(false)
             .bind(A::TYPE)
             .bind(ids)
             .fetch_all(&self.pool)

@@ -149,12 +149,15 @@ fn fold_job(row: Option<&mut RunRow>, job: &JobReport) {
 }
 
 async fn load(tx: &mut PgConnection, ids: &[&str]) -> Result<HashMap<String, RunRow>, sqlx::Error> {
+    // Planned for the ids given, every time: a plan cached while the table was small reads all of it (why:
+    // LOAD_MANY in commands/src/event_log.rs).
     let rows: Vec<RunRow> = sqlx::query_as(
         "SELECT build_run_id, project_id, provider, repository, workflow, branch, run_id, run_number, attempt,
                 commit_sha, commit_message, author, url, status, outcome, transition, failure_streak, queued_at,
                 started_at, completed_at, duration_secs, jobs, updated_at, first_seen_at
            FROM build_runs WHERE build_run_id = ANY($1)",
     )
+    .persistent(false)
     .bind(ids)
     .fetch_all(&mut *tx)
     .await?;

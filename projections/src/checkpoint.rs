@@ -64,11 +64,14 @@ pub(crate) async fn lock_many(
         .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()))
         .collect();
     let (types, ids): (Vec<&str>, Vec<&str>) = aggregates.into_iter().unzip();
+    // Planned for the keys given, every time: a plan cached while the table was small reads all of it
+    // (why: LOAD_MANY in commands/src/event_log.rs).
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c
            JOIN UNNEST($2::text[], $3::text[]) AS b(t, i) ON c.aggregate_type = b.t AND c.aggregate_id = b.i
           WHERE c.projection = $1 FOR UPDATE OF c",
     )
+    .persistent(false)
     .bind(projection)
     .bind(&types)
     .bind(&ids)

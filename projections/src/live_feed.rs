@@ -96,7 +96,9 @@ async fn write(tx: &mut PgConnection, rows: FeedRows<'_>) -> Result<(), Projecti
         .execute(&mut *tx)
         .await?;
     // A row already there (the same event applied under an older checkpoint) keeps its number; a new row takes
-    // the number its place among the batch's changes gives it, left-out ones counted.
+    // the number its place among the batch's changes gives it, left-out ones counted. Planned for the rows
+    // given, every time: a plan cached while the feed was small reads all of it (why: LOAD_MANY in
+    // commands/src/event_log.rs).
     sqlx::query(
         "INSERT INTO live_feed (feed_seq, global_seq, project_id, build_run_id, kind, payload, recorded_at)
          SELECT (SELECT COALESCE(max(feed_seq), 0) FROM live_feed) + x.place,
@@ -106,6 +108,7 @@ async fn write(tx: &mut PgConnection, rows: FeedRows<'_>) -> Result<(), Projecti
           WHERE NOT EXISTS (SELECT 1 FROM live_feed f WHERE f.global_seq = x.g)
          ON CONFLICT (global_seq) DO NOTHING",
     )
+    .persistent(false)
     .bind(&rows.global_seq)
     .bind(&rows.project_id)
     .bind(&rows.build_run_id)

@@ -214,11 +214,14 @@ fn created(event: &NotificationEvent, updated_at: DateTime<Utc>) -> Option<Row> 
 }
 
 async fn load(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Row>, sqlx::Error> {
+    // Planned for the ids given, every time: a plan cached while the table was small reads all of it (why:
+    // LOAD_MANY in commands/src/event_log.rs).
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT notification_id, build_run_id, project_id, subscription_id, channel, status, reason, attempts,
                 provider_message_id, last_error, next_attempt_at, planned_at, updated_at, delivered_at, latency_ms
            FROM notifications WHERE notification_id = ANY($1)",
     )
+    .persistent(false)
     .bind(ids)
     .fetch_all(&mut *tx)
     .await?;

@@ -71,6 +71,8 @@ async fn load(
     tx: &mut PgConnection,
     keys: &[&SeriesKey],
 ) -> Result<HashMap<SeriesKey, SeriesRow>, sqlx::Error> {
+    // Planned for the keys given, every time: a plan cached while the table was small reads all of it (why:
+    // LOAD_MANY in commands/src/event_log.rs).
     let rows: Vec<StoredSeries> = sqlx::query_as(
         "SELECT s.project_id, s.workflow, s.branch, s.last_completed_at, s.last_outcome, s.last_build_run_id,
                 s.failing_since
@@ -78,6 +80,7 @@ async fn load(
            JOIN UNNEST($1::uuid[], $2::text[], $3::text[]) AS k(p, w, b)
              ON s.project_id = k.p AND s.workflow = k.w AND s.branch = k.b",
     )
+    .persistent(false)
     .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
