@@ -11,10 +11,11 @@ use herald::Role;
 /// (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`, …) at about a third of the process's CPU samples (the
 /// bench's fake Telegram shares the process, and allocates as an HTTP server does): every event is decoded,
 /// rendered and encoded into short-lived strings and JSON values, and glibc spent that time splitting,
-/// consolidating and unlinking free chunks. With mimalloc the same build delivered 5,048–5,190 messages/s against
-/// 4,338–4,442/s, and the read and webhook latencies of `bench load` fell by a fifth to a third; the price is
-/// memory kept for reuse: `herald run` idles at 34 MiB instead of 21 MiB and peaked at 66 MiB instead of 52 MiB
-/// under 1,000 users (targets: 64 / 256 MiB). docs/benchmarks.md, "The allocator".
+/// consolidating and unlinking free chunks. With mimalloc the same build delivered 4,097–5,190 messages/s in five
+/// runs against 3,778–4,599/s in six, run alternately, and the read and webhook latencies of `bench load` fell by
+/// a fifth to a third; the price is memory kept for reuse: `herald run` idles at 34 MiB instead of 21 MiB and
+/// peaked at 66 MiB instead of 52 MiB under 1,000 users (targets: 64 / 256 MiB). docs/benchmarks.md, "The
+/// allocator".
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
