@@ -497,7 +497,7 @@ pub async fn start(settings: &Settings, roles: &[Role]) -> anyhow::Result<Runnin
         ));
     }
     if roles.contains(&Role::Relay) {
-        let relay = Relay::new(pool.clone(), publisher);
+        let relay = Relay::new(pool.clone(), publisher).with_local(commands.local_relay());
         tasks.push(("relay", tokio::spawn(relay.run(shutdown.clone()))));
     }
 

@@ -8,6 +8,7 @@
 //! built from the stream. The repository is postgres-es's with a one-statement append (see `event_log`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{
@@ -19,7 +20,7 @@ use rand::Rng;
 use sqlx::PgPool;
 
 use crate::event_log::EventLog;
-use crate::outbox_signal::OutboxSignal;
+use crate::outbox_signal::{LocalRelay, OutboxSignal};
 use crate::CommandError;
 
 /// How often a command is re-run against fresh state when another writer got there first. Each round has one
@@ -50,6 +51,12 @@ where
                 .with_upcasters(vec![Box::new(DomainUpcaster)]),
             services,
         }
+    }
+
+    /// Wake `local` after commits, instead of sending a notice, while it leads.
+    pub fn with_local_relay(mut self, local: Arc<LocalRelay>) -> Self {
+        self.outbox = self.outbox.with_local(local);
+        self
     }
 
     /// Execute `command` on the aggregate `id`; returns the events committed (none when the command changed

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::deliveries::{Delivery, DeliveryLog, DeliveryLogError};
 use crate::history::{AnsweredHistory, PgBuildHistory};
+use crate::outbox_signal::LocalRelay;
 use crate::webhook_target::{self, PreparedRun, WebhookTarget};
 use crate::{secrets, CommandError, Decided, Executor, Loaded};
 
@@ -40,6 +41,8 @@ pub struct Commands {
     pub(crate) subscribers: Executor<Subscriber>,
     pub(crate) subscriptions: Executor<Subscription>,
     notifications: Executor<Notification>,
+    /// Shared by the executors above: see [`crate::outbox_signal`].
+    local_relay: Arc<LocalRelay>,
     delivery_log: DeliveryLog,
     secret_overlap: std::time::Duration,
 }
@@ -51,17 +54,26 @@ pub const DEFAULT_SECRET_OVERLAP: std::time::Duration = std::time::Duration::fro
 impl Commands {
     pub fn new(pool: PgPool) -> Self {
         let history: Arc<dyn BuildHistory> = Arc::new(PgBuildHistory::new(pool.clone()));
+        let local_relay = Arc::new(LocalRelay::default());
         Self {
-            projects: Executor::new(pool.clone(), ()),
-            builds: Executor::new(pool.clone(), history.clone()),
+            projects: Executor::new(pool.clone(), ()).with_local_relay(local_relay.clone()),
+            builds: Executor::new(pool.clone(), history.clone())
+                .with_local_relay(local_relay.clone()),
             history,
-            subscribers: Executor::new(pool.clone(), ()),
-            subscriptions: Executor::new(pool.clone(), ()),
-            notifications: Executor::new(pool.clone(), ()),
+            subscribers: Executor::new(pool.clone(), ()).with_local_relay(local_relay.clone()),
+            subscriptions: Executor::new(pool.clone(), ()).with_local_relay(local_relay.clone()),
+            notifications: Executor::new(pool.clone(), ()).with_local_relay(local_relay.clone()),
+            local_relay,
             delivery_log: DeliveryLog::new(pool.clone()),
             pool,
             secret_overlap: DEFAULT_SECRET_OVERLAP,
         }
+    }
+
+    /// The wake-up of a relay in this process: give it to the relay (`Relay::with_local`) so that these
+    /// commands' commits reach it without a notice through Postgres.
+    pub fn local_relay(&self) -> Arc<LocalRelay> {
+        self.local_relay.clone()
     }
 
     /// Keep the previous webhook secret valid this long after a rotation (zero: not at all).

@@ -402,3 +402,63 @@ async fn the_relay_has_the_outbox_vacuumed_after_deleting_rows() {
     .await;
     app.finish().await;
 }
+
+/// Where the leading relay runs in the committing process, a commit wakes it directly and sends no notice
+/// through Postgres; where it does not lead (another process's relay does), every commit still sends one.
+#[tokio::test]
+async fn commits_wake_a_relay_leading_in_their_process_and_notify_any_other() {
+    let app = spawn_app_with(Bus::InProcess, &[Role::Api]).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(commands::outbox_signal::CHANNEL)
+        .await
+        .unwrap();
+    let commands = commands::Commands::new(app.pool.clone());
+    let local = commands.local_relay();
+    let create = |name: &'static str| {
+        let commands = &commands;
+        async move {
+            commands
+                .create_project(
+                    domain::ProjectName::parse(name).unwrap(),
+                    &Default::default(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+
+    create("elsewhere").await;
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("with no relay leading here, the commit sends a notice")
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), local.woken())
+            .await
+            .is_err(),
+        "nor does it wake a relay here that does not lead"
+    );
+
+    local.set_leading(true);
+    create("here").await;
+    tokio::time::timeout(Duration::from_secs(5), local.woken())
+        .await
+        .expect("the commit wakes the relay leading in its process");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), listener.recv())
+            .await
+            .is_err(),
+        "and sends no notice through Postgres"
+    );
+
+    local.set_leading(false);
+    create("elsewhere-again").await;
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("once it stops leading, commits send notices again")
+        .unwrap();
+    app.finish().await;
+}

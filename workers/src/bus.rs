@@ -7,7 +7,8 @@
 //! whole batch in one transaction per read model, which under load (when the relay's batches grow) is what
 //! keeps their commits from limiting ingest. Batches are handed over ahead of their acknowledgement
 //! ([`Publisher::hand_over`]), so each group works at its own pace, up to [`crate::relay::IN_FLIGHT`] batches
-//! behind the relay, instead of every group waiting for the slowest at every batch.
+//! behind the relay, instead of every group waiting for the slowest at every batch. Each group's channel holds
+//! that many, so handing a batch over never waits on a slow group.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{handle_batch_with_retry, EventHandler};
-use crate::relay::{PublishError, Published, Publisher};
+use crate::relay::{PublishError, Published, Publisher, IN_FLIGHT};
 
 struct Batch {
     events: Arc<Vec<StoredEvent>>,
@@ -46,7 +47,7 @@ impl InProcessBus {
         if groups.iter().any(|g| g.name == name) {
             return;
         }
-        let (sender, receiver) = mpsc::channel(1);
+        let (sender, receiver) = mpsc::channel(IN_FLIGHT);
         groups.push(Group {
             name,
             sender,
@@ -91,7 +92,7 @@ impl InProcessBus {
         // outbox (a send still waiting on this channel fails, which sends the relay back to the outbox).
         let mut groups = self.groups.lock().await;
         if let Some(g) = groups.iter_mut().find(|g| g.name == handler.group()) {
-            let (sender, fresh) = mpsc::channel(1);
+            let (sender, fresh) = mpsc::channel(IN_FLIGHT);
             g.sender = sender;
             g.receiver = Some(fresh);
         }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use commands::outbox_signal::LocalRelay;
 use domain::StoredEvent;
 use futures::future::BoxFuture;
 use projections::log::{EventRow, EVENT_COLUMNS};
@@ -55,7 +56,13 @@ pub type Published = BoxFuture<'static, Result<(), PublishError>>;
 /// flight every group waited for the slowest before seeing the next: the planner's notifications waited for
 /// the projections of the build that caused them, and a delivery pipeline ran at the pace of its slowest
 /// read model with the others idle between batches (docs/benchmarks.md).
-pub const IN_FLIGHT: usize = 4;
+///
+/// Four kept the planner at most four small batches ahead of the projections: at 160 runs/s end to end, a
+/// notification was planned 20-27 ms after its webhook, queued behind read models it does not need. Sixteen
+/// (with each group's channel as deep, so that handing over never waits for a slow group) planned it 7-18 ms
+/// after, and the `sendMessage` p50 went from 47-61 to 19-40 ms in three paired runs; the delivery broadcast
+/// was unchanged and its peak memory 10-20 MiB higher (docs/benchmarks.md, ninth run).
+pub const IN_FLIGHT: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 #[error("publish failed: {0}")]
@@ -88,6 +95,37 @@ pub struct Relay {
     poll_interval: Duration,
     /// The outbox is a queue: what the relay deletes, it has vacuumed (`crate::vacuum`).
     vacuum: QueueVacuum,
+    /// The commits of this process wake the relay through this while it leads (`commands::outbox_signal`).
+    local: Option<Arc<LocalRelay>>,
+}
+
+/// While alive, this process's relay leads: its commits wake it directly. Dropped on every way out of
+/// leadership, a panic included.
+struct Leading(Option<Arc<LocalRelay>>);
+
+impl Leading {
+    fn new(local: Option<Arc<LocalRelay>>) -> Self {
+        if let Some(local) = &local {
+            local.set_leading(true);
+        }
+        Self(local)
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        if let Some(local) = &self.0 {
+            local.set_leading(false);
+        }
+    }
+}
+
+/// A commit in this process, where one can wake the relay; never, where none can.
+async fn local_commit(local: Option<&LocalRelay>) {
+    match local {
+        Some(local) => local.woken().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Relay {
@@ -98,7 +136,14 @@ impl Relay {
             publisher,
             batch_size: 2_000,
             poll_interval: Duration::from_secs(1),
+            local: None,
         }
+    }
+
+    /// Be woken by the commits of `commands` (this process's) while leading, with no notice through Postgres.
+    pub fn with_local(mut self, local: Arc<LocalRelay>) -> Self {
+        self.local = Some(local);
+        self
     }
 
     /// Vacuum the outbox after every `rows` deleted rows, at most once per `interval`.
@@ -154,7 +199,8 @@ impl Relay {
     /// the next is handed over only after the one before it was acknowledged and cleared. With several (the
     /// in-process bus, see [`IN_FLIGHT`]), a batch read is handed over at once, and `wake` (the outbox's
     /// notice) makes rows committed while batches are in flight be read at once rather than after the oldest
-    /// batch's acknowledgement.
+    /// batch's acknowledgement. After a short batch the relay reads again only once a notice says rows were
+    /// committed: at low rates each batch was followed by two reads that found nothing (docs/benchmarks.md).
     ///
     /// Neither can reorder an aggregate: the next batch leaves out only the rows in flight, and an aggregate's
     /// later event cannot be in flight while its earlier one is not, because the earlier one committed first,
@@ -169,13 +215,18 @@ impl Relay {
         let mut room = 1;
         // A batch read but not yet handed over.
         let mut ready: Option<Vec<StoredEvent>> = None;
+        // Whether the outbox may hold rows not read yet. A short batch took every row there was; with a
+        // listener, rows committed since announce themselves with a notice, so until one comes there is
+        // nothing to read. Without one (a drain), every turn reads.
+        let mut maybe_more = true;
         loop {
-            if ready.is_none() {
+            if ready.is_none() && (maybe_more || wake.is_none()) {
                 let flying: Vec<i64> = in_flight
                     .iter()
                     .flat_map(|b| b.global_seqs.iter().copied())
                     .collect();
                 let batch = self.read_batch(conn, &flying).await?;
+                maybe_more = batch.len() as i64 >= self.batch_size;
                 ready = (!batch.is_empty()).then_some(batch);
             }
             if in_flight.len() < room {
@@ -201,6 +252,11 @@ impl Relay {
                             // The listener is broken; the rest of this drain reads after acknowledgements only.
                             wake = None;
                         }
+                        maybe_more = true;
+                        None
+                    }
+                    () = local_commit(self.local.as_deref()) => {
+                        maybe_more = true;
                         None
                     }
                 },
@@ -285,6 +341,7 @@ impl Relay {
                 return;
             };
             tracing::info!("relay leads");
+            let leading = Leading::new(self.local.clone());
             let mut listener = match PgListener::connect_with(&self.pool).await {
                 Ok(mut l) => match l.listen(commands::outbox_signal::CHANNEL).await {
                     Ok(()) => Some(l),
@@ -318,9 +375,11 @@ impl Relay {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = wake => {}
+                    () = local_commit(self.local.as_deref()) => {}
                     _ = tokio::time::sleep(self.poll_interval) => {}
                 }
             };
+            drop(leading);
             tracing::warn!(error = %error, "relay stopped leading after an error; retrying");
             let _ = conn.close().await;
             tokio::select! {

@@ -158,7 +158,7 @@ impl DeliveryEnqueuer {
             .await?;
         }
         tx.commit().await?;
-        self.wake.notify_waiters();
+        // One task, not all of them: the one that finds a full batch wakes the next (`run_one`).
         self.wake.notify_one();
         Ok(())
     }
@@ -394,6 +394,10 @@ impl DeliveryWorker {
         .await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
+        }
+        if claimed.len() == limit {
+            // More may be due: another task claims the next batch while this one sends.
+            self.wake.notify_one();
         }
         let ids: Vec<String> = claimed.iter().map(|c| c.0.to_string()).collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -730,7 +734,12 @@ impl DeliveryWorker {
                 Ok(outcomes) if outcomes.iter().all(|o| *o == DeliveryOutcome::Deferred) => {
                     Duration::from_millis(20)
                 }
-                Ok(_) => continue,
+                // A full batch: more may be due.
+                Ok(outcomes) if outcomes.len() >= batch => continue,
+                // A short one took every row that was due and free; a row enqueued since has left a wake-up
+                // (`Notify` keeps one for a task not yet waiting). Claiming again at once found nothing, and
+                // cost a transaction per run at low rates (docs/benchmarks.md).
+                Ok(_) => poll,
                 Err(e) => {
                     tracing::warn!(error = %e, "delivery turn failed");
                     poll
