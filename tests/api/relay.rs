@@ -430,35 +430,44 @@ async fn commits_wake_a_relay_leading_in_their_process_and_notify_any_other() {
         }
     };
 
-    create("elsewhere").await;
-    tokio::time::timeout(Duration::from_secs(5), listener.recv())
-        .await
-        .expect("with no relay leading here, the commit sends a notice")
-        .unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), local.woken())
+    // Whether each arrives within `wait`: a notice through Postgres, a direct wake-up.
+    let notice = async |listener: &mut sqlx::postgres::PgListener, wait: u64| {
+        tokio::time::timeout(Duration::from_millis(wait), listener.recv())
             .await
-            .is_err(),
+            .is_ok_and(|n| n.is_ok())
+    };
+    let woken = async |wait: u64| {
+        tokio::time::timeout(Duration::from_millis(wait), local.woken())
+            .await
+            .is_ok()
+    };
+
+    create("elsewhere").await;
+    assert!(
+        notice(&mut listener, 5_000).await,
+        "with no relay leading here, the commit sends a notice"
+    );
+    assert!(
+        !woken(200).await,
         "nor does it wake a relay here that does not lead"
     );
 
     local.set_leading(true);
     create("here").await;
-    tokio::time::timeout(Duration::from_secs(5), local.woken())
-        .await
-        .expect("the commit wakes the relay leading in its process");
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), listener.recv())
-            .await
-            .is_err(),
+        woken(5_000).await,
+        "the commit wakes the relay leading in its process"
+    );
+    assert!(
+        !notice(&mut listener, 500).await,
         "and sends no notice through Postgres"
     );
 
     local.set_leading(false);
     create("elsewhere-again").await;
-    tokio::time::timeout(Duration::from_secs(5), listener.recv())
-        .await
-        .expect("once it stops leading, commits send notices again")
-        .unwrap();
+    assert!(
+        notice(&mut listener, 5_000).await,
+        "once it stops leading, commits send notices again"
+    );
     app.finish().await;
 }
