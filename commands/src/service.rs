@@ -47,6 +47,16 @@ pub struct Commands {
     secret_overlap: std::time::Duration,
 }
 
+/// An executor whose commits wake this process's relay while it leads.
+fn executor<A>(pool: &PgPool, services: A::Services, local: &Arc<LocalRelay>) -> Executor<A>
+where
+    A: cqrs_es::Aggregate,
+    A::Command: Clone,
+    CommandError: From<A::Error>,
+{
+    Executor::new(pool.clone(), services).with_local_relay(local.clone())
+}
+
 /// How long a rotated-out webhook secret keeps working, so CI systems can be switched to the new one without
 /// a window of refused webhooks.
 pub const DEFAULT_SECRET_OVERLAP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -56,13 +66,12 @@ impl Commands {
         let history: Arc<dyn BuildHistory> = Arc::new(PgBuildHistory::new(pool.clone()));
         let local_relay = Arc::new(LocalRelay::default());
         Self {
-            projects: Executor::new(pool.clone(), ()).with_local_relay(local_relay.clone()),
-            builds: Executor::new(pool.clone(), history.clone())
-                .with_local_relay(local_relay.clone()),
+            projects: executor(&pool, (), &local_relay),
+            builds: executor(&pool, history.clone(), &local_relay),
             history,
-            subscribers: Executor::new(pool.clone(), ()).with_local_relay(local_relay.clone()),
-            subscriptions: Executor::new(pool.clone(), ()).with_local_relay(local_relay.clone()),
-            notifications: Executor::new(pool.clone(), ()).with_local_relay(local_relay.clone()),
+            subscribers: executor(&pool, (), &local_relay),
+            subscriptions: executor(&pool, (), &local_relay),
+            notifications: executor(&pool, (), &local_relay),
             local_relay,
             delivery_log: DeliveryLog::new(pool.clone()),
             pool,

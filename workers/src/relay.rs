@@ -140,7 +140,7 @@ impl Relay {
         }
     }
 
-    /// Be woken by the commits of `commands` (this process's) while leading, with no notice through Postgres.
+    /// Be woken by this process's commits (`Commands::local_relay`) while leading, with no notice through Postgres.
     pub fn with_local(mut self, local: Arc<LocalRelay>) -> Self {
         self.local = Some(local);
         self
